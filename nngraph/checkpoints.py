@@ -1,0 +1,475 @@
+"""Any MLP, as a module or a checkpoint, into an ordered chain of ``(W, b)``.
+
+:func:`from_module` follows the module's real call order (``torch.fx``
+tracing where it works, parameter registration order otherwise) and reads the
+activations from the modules and functional calls between the ``Linear``
+layers. :func:`from_checkpoint` reads a state dict from a file (never
+unpickling code) or a dict, unwraps containers and prefixes, and orders the
+layers by chaining their shapes. Both check what they find and raise a
+``ValueError`` that names the key, shape or layer at fault.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from nngraph import activations as A
+from nngraph.graph import from_weights
+
+__all__ = ['from_module', 'from_checkpoint', 'load_state_dict', 'chain_layers']
+
+CONTAINER_KEYS = ('state_dict', 'model_state_dict', 'model', 'net', 'params', 'weights')
+STRIP_PREFIXES = ('module.', '_orig_mod.')
+W0_ATTRS = ('w0', 'omega_0', 'omega0', 'omega')
+
+# --------------------------------------------------------------------------- #
+# Modules
+# --------------------------------------------------------------------------- #
+
+_ACTIVATION_MODULES = {
+    nn.ReLU: lambda m: 'relu',
+    nn.LeakyReLU: lambda m: f'leaky_relu:{float(m.negative_slope)!r}',
+    nn.Tanh: lambda m: 'tanh',
+    nn.Sigmoid: lambda m: 'sigmoid',
+    nn.GELU: lambda m: 'gelu',
+    nn.SiLU: lambda m: 'silu',
+    nn.Identity: lambda m: 'identity',
+    A.Sine: lambda m: f'sine:{float(m.w0)!r}',
+}
+# Modules that carry no parameters and do not change the function of an MLP.
+_NEUTRAL_MODULES = (nn.Dropout, nn.Flatten, nn.Unflatten)
+
+_ACTIVATION_FUNCTIONS = {
+    torch.relu: 'relu', F.relu: 'relu', torch.tanh: 'tanh', F.tanh: 'tanh',
+    torch.sigmoid: 'sigmoid', F.sigmoid: 'sigmoid', F.gelu: 'gelu', F.silu: 'silu',
+    F.leaky_relu: 'leaky_relu', torch.sin: 'sine',
+}
+_ACTIVATION_METHODS = {'relu': 'relu', 'tanh': 'tanh', 'sigmoid': 'sigmoid', 'sin': 'sine'}
+_SHAPE_METHODS = {'view', 'reshape', 'flatten', 'squeeze', 'unsqueeze', 'contiguous', 'float',
+                  'size', 'to'}
+_SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+                    operator.getitem, getattr}
+
+
+def _sine_layer_w0(m: nn.Module) -> Optional[float]:
+    """``w0`` of a SIREN layer module (a ``Linear`` child plus a float ``w0``,
+    ``omega_0`` or ``omega`` attribute), else ``None``."""
+    children = list(m.children())
+    if len(children) != 1 or not isinstance(children[0], nn.Linear):
+        return None
+    for attr in W0_ATTRS:
+        v = getattr(m, attr, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, Tensor) and v.numel() == 1:
+            return float(v)
+    return None
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (isinstance(m, (nn.Linear, *_ACTIVATION_MODULES, *_NEUTRAL_MODULES))
+                or _sine_layer_w0(m) is not None or super().is_leaf_module(m, qualname))
+
+
+class _Chain:
+    """Collects Linear layers and the activation after each, in call order."""
+
+    def __init__(self, override: bool) -> None:
+        self.names: List[str] = []
+        self.linears: List[nn.Linear] = []
+        self.acts: List[str] = []
+        self.override = override
+        self.pending_scale: Optional[float] = None
+
+    def linear(self, name: str, lin: nn.Linear) -> None:
+        if any(lin is seen for seen in self.linears):
+            raise ValueError(f"layer '{name}' is called more than once (shared weights are not an MLP)")
+        self._flush_scale(f"before layer '{name}'")
+        self.names.append(name)
+        self.linears.append(lin)
+        self.acts.append('identity')
+
+    def activation(self, spec: str, where: str) -> None:
+        if self.pending_scale is not None:
+            if not spec.startswith('sine'):
+                self._flush_scale(where)
+            else:
+                spec = f'sine:{self.pending_scale * A.get(spec).param!r}'
+                self.pending_scale = None
+        if not self.linears:
+            raise ValueError(f'activation {spec!r} ({where}) comes before the first Linear layer')
+        if self.acts[-1] != 'identity':
+            raise ValueError(f"two activations after layer '{self.names[-1]}': "
+                             f'{self.acts[-1]!r} and {spec!r} ({where})')
+        self.acts[-1] = A.canonical(spec)
+
+    def scale(self, factor: float, where: str) -> None:
+        self._flush_scale(where)
+        self.pending_scale = factor
+
+    def unknown(self, what: str) -> None:
+        if not self.override:
+            raise ValueError(f'{what} is not a Linear layer or a known activation; pass '
+                             f'activation=... to from_module to say what the network computes')
+
+    def _flush_scale(self, where: str) -> None:
+        if self.pending_scale is not None:
+            self.pending_scale = None
+            self.unknown(f'a multiplication by a constant that is not followed by sin ({where})')
+
+
+def _scalar(arg: Any) -> Optional[float]:
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return float(arg)
+    return None
+
+
+def _walk_fx(module: nn.Module, chain: _Chain) -> None:
+    gm = torch.fx.GraphModule(module, _Tracer().trace(module))
+    for node in gm.graph.nodes:
+        where = f'node {node.name!r}'
+        if node.op == 'call_module':
+            _module_step(node.target, gm.get_submodule(node.target), chain)
+        elif node.op == 'call_function':
+            if node.target in _ACTIVATION_FUNCTIONS:
+                spec = _ACTIVATION_FUNCTIONS[node.target]
+                if spec == 'leaky_relu':
+                    slope = node.kwargs.get('negative_slope', node.args[1] if len(node.args) > 1 else 0.01)
+                    spec = f'leaky_relu:{float(slope)!r}'
+                elif spec == 'sine':
+                    spec = 'sine:1.0'
+                chain.activation(spec, where)
+            elif node.target in (operator.mul, torch.mul) and any(_scalar(a) is not None for a in node.args):
+                chain.scale(next(_scalar(a) for a in node.args if _scalar(a) is not None), where)
+            elif node.target not in _SHAPE_FUNCTIONS:
+                chain.unknown(f'function {getattr(node.target, "__name__", node.target)} ({where})')
+        elif node.op == 'call_method':
+            if node.target in _ACTIVATION_METHODS:
+                spec = _ACTIVATION_METHODS[node.target]
+                chain.activation('sine:1.0' if spec == 'sine' else spec, where)
+            elif node.target == 'mul' and len(node.args) == 2 and _scalar(node.args[1]) is not None:
+                chain.scale(_scalar(node.args[1]), where)
+            elif node.target not in _SHAPE_METHODS:
+                chain.unknown(f'method .{node.target}() ({where})')
+        elif node.op == 'get_attr':
+            chain.unknown(f"direct use of parameter or buffer '{node.target}'")
+
+
+def _module_step(name: str, m: nn.Module, chain: _Chain) -> None:
+    w0 = _sine_layer_w0(m)
+    if isinstance(m, nn.Linear):
+        chain.linear(name, m)
+    elif w0 is not None:
+        lin_name, lin = next((n, c) for n, c in m.named_children() if isinstance(c, nn.Linear))
+        chain.linear(f'{name}.{lin_name}', lin)
+        chain.activation(f'sine:{w0!r}', f"SIREN layer '{name}'")
+    elif type(m) in _ACTIVATION_MODULES:
+        spec = _ACTIVATION_MODULES[type(m)](m)
+        if spec != 'identity':
+            chain.activation(spec, f"module '{name}'")
+    elif isinstance(m, _NEUTRAL_MODULES):
+        pass
+    elif any(True for _ in m.parameters(recurse=False)):
+        shapes = ', '.join(f'{n} {tuple(p.shape)}' for n, p in m.named_parameters(recurse=False))
+        raise ValueError(f"module '{name}' ({type(m).__name__}: {shapes}) is a parameterised layer "
+                         f'that is not nn.Linear; nngraph reads MLPs (chains of Linear layers)')
+    else:
+        chain.unknown(f"module '{name}' ({type(m).__name__})")
+
+
+def _walk_registration(module: nn.Module, chain: _Chain) -> None:
+    skip: set = set()
+    for name, m in module.named_modules():
+        if name == '' or any(name.startswith(s + '.') for s in skip):
+            continue
+        if isinstance(m, nn.Linear) or _sine_layer_w0(m) is not None or type(m) in _ACTIVATION_MODULES:
+            _module_step(name, m, chain)
+            skip.add(name)
+        elif any(True for _ in m.parameters(recurse=False)) or not any(True for _ in m.children()):
+            _module_step(name, m, chain)
+
+
+def from_module(module: nn.Module, activation: Optional[A.ActivationSpec] = None, *,
+                y: Optional[Tensor] = None, trace: bool = True) -> Data:
+    """The parameter graph of an ``nn.Module`` whose ``Linear`` layers form a chain.
+
+    The call order comes from ``torch.fx`` tracing, or from the order in which
+    the layers were registered when tracing fails (data-dependent control flow)
+    or ``trace=False``. Activations are read from modules (``ReLU``,
+    ``LeakyReLU(slope)``, ``Tanh``, ``Sigmoid``, ``GELU``, ``SiLU``,
+    :class:`~nngraph.activations.Sine` and SIREN layer modules with a ``w0`` or
+    ``omega_0`` attribute) and from functional calls (``torch.relu``,
+    ``F.leaky_relu``, ``torch.sin(w0 * z)``, ...); one per layer is allowed.
+
+    Args:
+        module: the network.
+        activation: overrides the detected activations (one string, or one per
+            layer); needed when the forward computes something unrecognised.
+        y: optional label.
+        trace: try ``torch.fx`` tracing first.
+
+    Raises:
+        ValueError: parameterised layers other than ``Linear`` (named), shapes
+            that do not chain (both layers named), unrecognised operations
+            without ``activation=``.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f'from_module expects an nn.Module, got {type(module).__name__}')
+    chain = _Chain(override=activation is not None)
+    traced = False
+    if trace:
+        try:
+            _walk_fx(module, chain)
+            traced = True
+        except (torch.fx.proxy.TraceError, TypeError, NotImplementedError, RuntimeError, AttributeError):
+            chain = _Chain(override=activation is not None)
+    if not traced:
+        _walk_registration(module, chain)
+    if not chain.linears:
+        raise ValueError(f'{type(module).__name__} has no nn.Linear layers')
+    chain._flush_scale('after the last layer')
+
+    used = {id(p) for lin in chain.linears for p in lin.parameters()}
+    stray = [n for n, p in module.named_parameters() if id(p) not in used]
+    if stray:
+        raise ValueError(f'parameters outside the chain of Linear layers: {", ".join(stray)} '
+                         f'(nngraph reads MLPs; a layer not called in forward also counts)')
+    for l in range(1, len(chain.linears)):
+        prev, cur = chain.linears[l - 1], chain.linears[l]
+        if cur.in_features != prev.out_features:
+            raise ValueError(f"layer '{chain.names[l]}' takes {cur.in_features} features but the "
+                             f"previous layer '{chain.names[l - 1]}' outputs {prev.out_features}")
+    acts = A.per_layer(activation, len(chain.linears)) if activation is not None else chain.acts
+    return from_weights(
+        [lin.weight.detach() for lin in chain.linears],
+        [lin.bias.detach() if lin.bias is not None else None for lin in chain.linears],
+        activation=A.compact(acts), y=y, names=chain.names,
+        layer_bias=tuple(lin.bias is not None for lin in chain.linears))
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints
+# --------------------------------------------------------------------------- #
+
+def load_state_dict(source: Union[str, os.PathLike, Mapping]) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
+    """Reads a checkpoint into a flat ``{key: tensor}`` dict and its metadata.
+
+    ``source`` is a ``.pt``/``.pth``/``.ckpt`` file (read with
+    ``torch.load(weights_only=True)``: no code is unpickled), a
+    ``.safetensors`` file, or an already-loaded dict. Containers
+    (``state_dict``, ``model``, ``net``, ``params``, ...) are unwrapped, nested
+    dicts flattened with dots, and the ``module.`` (DDP) and ``_orig_mod.``
+    (``torch.compile``) prefixes removed. Non-tensor entries of the outermost
+    dict are returned as metadata (e.g. ``activation``).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        obj = _read_file(os.fspath(source))
+        where = f'checkpoint {os.fspath(source)!r}'
+    elif isinstance(source, Mapping):
+        obj, where = source, 'checkpoint dict'
+    else:
+        raise TypeError(f'from_checkpoint expects a path or a dict, got {type(source).__name__}')
+    if not isinstance(obj, Mapping):
+        raise ValueError(f'{where} holds a {type(obj).__name__}, not a dict of tensors')
+    meta = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (str, int, float, bool))}
+    while not any(isinstance(v, Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    flat: Dict[str, Tensor] = {}
+    _flatten(obj, '', flat)
+    if not flat:
+        raise ValueError(f'{where} is empty: it holds no tensors (keys: {list(obj)[:10]})')
+    for prefix in STRIP_PREFIXES:
+        if all(k.startswith(prefix) for k in flat):
+            flat = {k[len(prefix):]: v for k, v in flat.items()}
+    return flat, meta
+
+
+def _read_file(path: str) -> Any:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'no checkpoint at {path!r}')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        try:
+            return load_file(path)
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f'{path!r} is not a valid safetensors file: {err}') from None
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
+        raise ValueError(f'{path!r} is not a PyTorch checkpoint ({type(err).__name__}: {err})') from None
+    except Exception as err:  # pickle.UnpicklingError and friends
+        raise ValueError(f'{path!r} could not be read as a PyTorch checkpoint with '
+                         f'weights_only=True: {str(err).splitlines()[0]}') from None
+
+
+def _flatten(obj: Mapping, prefix: str, out: Dict[str, Tensor]) -> None:
+    for k, v in obj.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, Tensor):
+            out[key] = v
+        elif isinstance(v, Mapping):
+            _flatten(v, key + '.', out)
+
+
+# weight key -> bias key: 'fc.weight'/'fc.bias', 'weight_0'/'bias_0', 'w0'/'b0', 'layers.1.W'/'layers.1.b'
+_PAIRS = ((re.compile(r'(.*)weight'), r'\1bias'),
+          (re.compile(r'(.*)weight([_.]?\d+)'), r'\1bias\2'),
+          (re.compile(r'(.*(?:^|[._]))[wW]([_.]?\d*)'), r'\1b\2'))
+
+
+def _bias_key(key: str) -> Optional[str]:
+    for pattern, replacement in _PAIRS:
+        if pattern.fullmatch(key):
+            return pattern.sub(replacement, key, count=1)
+    return None
+
+
+def _natural(key: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', key)]
+
+
+def chain_layers(state: Mapping[str, Tensor]) -> List[Tuple[str, Tensor, Optional[str], Optional[Tensor]]]:
+    """Orders the dense layers of a flat state dict into a chain.
+
+    Every 2-D tensor is a weight ``[d_out, d_in]``; its bias is the 1-D tensor
+    under the partner key (``fc.weight``/``fc.bias``, ``w0``/``b0``, ...). The
+    chain is found by matching each layer's input width to the previous
+    layer's output width; key order breaks ties. Returns
+    ``(weight_key, W, bias_key, b)`` tuples, input layer first.
+
+    Raises:
+        ValueError: tensors that are not part of a chain, biases of the wrong
+            shape, or weights whose shapes do not chain.
+    """
+    weights = [(k, v) for k, v in state.items() if v.dim() == 2]
+    if not weights:
+        raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(state)[:10]}')
+    for k, v in state.items():
+        if v.dim() > 2:
+            raise ValueError(f"tensor '{k}' has shape {tuple(v.shape)}: only dense layers "
+                             f'(2-D weights, 1-D biases) are supported')
+        if not v.dtype.is_floating_point and v.dim() > 0:
+            raise ValueError(f"tensor '{k}' has dtype {v.dtype}; weights must be floating point")
+    layers, claimed = [], set()
+    for k, w in weights:
+        bk = _bias_key(k)
+        b = state.get(bk) if bk is not None else None
+        if b is not None:
+            if b.shape != (w.shape[0],):
+                raise ValueError(f"bias '{bk}' has shape {tuple(b.shape)} but its weight '{k}' "
+                                 f'has shape {tuple(w.shape)} (expected ({w.shape[0]},))')
+            claimed.add(bk)
+        layers.append((k, w, bk if b is not None else None, b))
+    stray = [f"'{k}' {tuple(v.shape)}" for k, v in state.items()
+             if v.dim() == 1 and k not in claimed]
+    if stray:
+        raise ValueError(f'tensors that are not the bias of any weight: {", ".join(stray)}; '
+                         f'nngraph reads chains of dense layers')
+
+    ordered = _order_chain(layers)
+    if ordered is None:
+        desc = ', '.join(f"'{k}' {tuple(w.shape)}" for k, w, _, _ in layers)
+        raise ValueError(f'weights do not chain into one MLP (each layer must take as many '
+                         f'inputs as the previous one outputs): {desc}')
+    return ordered
+
+
+def _order_chain(layers):
+    """Depth-first search for an ordering where widths chain, preferring key
+    order. Layers whose input width no other layer outputs start the chain."""
+    n = len(layers)
+    outs = [w.shape[0] for _, w, _, _ in layers]
+    starts = [i for i, (_, w, _, _) in enumerate(layers)
+              if sum(o == w.shape[1] for j, o in enumerate(outs) if j != i) == 0] or list(range(n))
+
+    def extend(path, used):
+        if len(path) == n:
+            return path
+        need = layers[path[-1]][1].shape[0]
+        for j in range(n):
+            if j not in used and layers[j][1].shape[1] == need:
+                found = extend(path + [j], used | {j})
+                if found:
+                    return found
+        return None
+
+    for s in starts:
+        found = extend([s], {s})
+        if found:
+            return [layers[i] for i in found]
+    return None
+
+
+def from_checkpoint(
+    source: Union[str, os.PathLike, Mapping],
+    activation: Optional[A.ActivationSpec] = None,
+    *,
+    w0: Optional[float] = None,
+    first_w0: Optional[float] = None,
+    output_offset: float = 0.0,
+    y: Optional[Tensor] = None,
+) -> Data:
+    """The parameter graph of an MLP checkpoint.
+
+    A state dict does not record its activation: give ``activation`` (or
+    ``w0`` for a SIREN), unless the checkpoint's outermost dict carries an
+    ``activation`` string (as :func:`nngraph.inr.save_checkpoint` writes).
+
+    SIREN conventions of published INR datasets are options, not guesses:
+
+    Args:
+        source: path (``.pt``, ``.pth``, ``.safetensors``) or dict.
+        activation: activation string, or one per layer.
+        w0: SIREN frequency: the hidden activation is ``sine:w0``.
+        first_w0: a different frequency for the first layer (``sine:first_w0``).
+        output_offset: a constant the original network adds to its output
+            (e.g. ``0.5``); folded into the last bias, so the graph computes
+            the full function.
+        y: optional label.
+
+    Raises:
+        ValueError: no activation given, an empty checkpoint, a file that is
+            not a checkpoint, or tensors that do not form one chain (named).
+    """
+    state, meta = load_state_dict(source)
+    if activation is None and w0 is None:
+        activation = meta.get('activation')
+        if activation is None:
+            raise ValueError('a state dict does not record its activation: pass activation= '
+                             '(e.g. "relu") or w0= for a SIREN')
+    if w0 is not None:
+        if activation is not None and not (isinstance(activation, str) and activation.startswith('sine')):
+            raise ValueError(f'w0={w0} is for SIRENs but activation={activation!r} was given too')
+        activation = f'sine:{float(w0)!r}'
+    layers = chain_layers(state)
+    acts = list(A.per_layer(activation, len(layers)))
+    if first_w0 is not None:
+        if not acts[0].startswith('sine'):
+            raise ValueError(f'first_w0 is for SIRENs but the first layer has activation {acts[0]!r}')
+        acts[0] = f'sine:{float(first_w0)!r}'
+    weights = [w for _, w, _, _ in layers]
+    biases = [b for _, _, _, b in layers]
+    had_bias = tuple(b is not None for b in biases)
+    if output_offset:
+        if not math.isfinite(output_offset):
+            raise ValueError(f'output_offset must be finite, got {output_offset}')
+        last = biases[-1] if biases[-1] is not None else torch.zeros(weights[-1].shape[0], dtype=weights[-1].dtype)
+        biases[-1] = last + output_offset
+    names = [k[:-len('.weight')] if k.endswith('.weight') else k for k, _, _, _ in layers]
+    return from_weights(weights, biases, activation=A.compact(acts), y=y, names=names,
+                        layer_bias=had_bias)

@@ -1,0 +1,489 @@
+"""The parameter graph: one :class:`torch_geometric.data.Data` per network.
+
+Neurons are nodes, weights are edges ``u -> v`` (``u`` in layer ``l``, ``v`` in
+layer ``l+1``), biases are channel 0 of the node features (0 for inputs).
+Nodes and edges are in *canonical order* (see ``DESIGN.md``): layer by layer,
+and inside a layer row-major over ``W_l`` of shape ``[d_{l+1}, d_l]``, so every
+weight matrix and bias vector is a plain view of ``edge_attr`` and ``x``.
+
+This module is the schema in code: build a graph from weights, view its layers
+(for one graph or a whole :class:`~torch_geometric.data.Batch`), turn it back
+into weights, a state dict or a module, and evaluate it. It depends on nothing
+in the package but :mod:`nngraph.activations`.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from nngraph import activations as A
+from nngraph._atomic import atomic_path
+
+Graph = Union[Data, Batch]
+Layers = Tuple[List[Tensor], List[Tensor]]
+
+__all__ = [
+    'from_weights', 'layer_offsets', 'structure', 'layer_views', 'to_weights',
+    'with_layers', 'is_uniform', 'stacked_layer_views', 'with_stacked_layers',
+    'graph_layer_views', 'architecture', 'to_state_dict', 'to_module', 'forward',
+    'to_networkx', 'draw', 'sequential_names', 'permute_hidden', 'rescale_hidden',
+]
+
+
+# --------------------------------------------------------------------------- #
+# Structure: everything that depends only on the layer sizes, computed once.
+# --------------------------------------------------------------------------- #
+
+@functools.lru_cache(maxsize=256)
+def layer_offsets(layer_sizes: Tuple[int, ...]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Start of each layer's nodes and of each weight matrix's edges.
+
+    Returns ``(node_offsets, edge_offsets)`` with ``len(layer_sizes) + 1`` and
+    ``len(layer_sizes)`` entries; the last entry of each is the total count.
+    """
+    nodes, edges = [0], [0]
+    for l, d in enumerate(layer_sizes):
+        nodes.append(nodes[-1] + d)
+        if l + 1 < len(layer_sizes):
+            edges.append(edges[-1] + layer_sizes[l + 1] * d)
+    return tuple(nodes), tuple(edges)
+
+
+@functools.lru_cache(maxsize=256)
+def _structure(layer_sizes: Tuple[int, ...]) -> Tuple[Tensor, Tensor]:
+    node_off, _ = layer_offsets(layer_sizes)
+    blocks = []
+    for l in range(len(layer_sizes) - 1):
+        d_in, d_out = layer_sizes[l], layer_sizes[l + 1]
+        # Row-major over W_l [d_out, d_in]: edge i*d_in + j goes from input j to output i.
+        src = torch.arange(d_in).repeat(d_out) + node_off[l]
+        dst = torch.arange(d_out).repeat_interleave(d_in) + node_off[l + 1]
+        blocks.append(torch.stack([src, dst]))
+    edge_index = torch.cat(blocks, dim=1)
+    layer = torch.repeat_interleave(torch.arange(len(layer_sizes)), torch.tensor(layer_sizes))
+    return edge_index, layer
+
+
+def structure(layer_sizes: Sequence[int]) -> Tuple[Tensor, Tensor]:
+    """``(edge_index [2, E], layer [N])`` of the canonical graph of an MLP with
+    these widths. Fresh tensors: the caller may keep and modify them."""
+    edge_index, layer = _structure(_check_sizes(layer_sizes))
+    return edge_index.clone(), layer.clone()
+
+
+def _check_sizes(layer_sizes: Sequence[int]) -> Tuple[int, ...]:
+    sizes = tuple(int(d) for d in layer_sizes)
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f'layer_sizes must hold at least two positive widths, got {sizes}')
+    return sizes
+
+
+# --------------------------------------------------------------------------- #
+# Building
+# --------------------------------------------------------------------------- #
+
+def from_weights(
+    weights: Sequence[Tensor],
+    biases: Optional[Sequence[Optional[Tensor]]] = None,
+    activation: A.ActivationSpec = 'relu',
+    *,
+    y: Optional[Tensor] = None,
+    names: Optional[Sequence[str]] = None,
+    **extra,
+) -> Data:
+    r"""Builds the parameter graph of the MLP
+    :math:`f(x) = W_{L-1}\,\sigma(\dots \sigma(W_0 x + b_0) \dots) + b_{L-1}`.
+
+    Args:
+        weights: ``W_l`` of shape ``[d_{l+1}, d_l]``, input layer first.
+        biases: ``b_l`` of shape ``[d_{l+1}]``; ``None`` (all or some) means zeros.
+        activation: one activation string for all hidden layers (the last layer
+            is linear), or one string per layer (see :mod:`nngraph.activations`).
+        y: optional label stored as ``data.y``.
+        names: optional module path of each layer (``'encoder.fc1'``), used by
+            :func:`to_state_dict` to give back the original keys.
+        **extra: further graph-level attributes stored as they are.
+
+    The weights are copied into the graph in their own dtype, so
+    :func:`to_weights` gives them back bit for bit.
+
+    Raises:
+        ValueError: shapes that do not chain, biases of the wrong length,
+            NaN or Inf values, an unknown activation.
+    """
+    if len(weights) == 0:
+        raise ValueError('from_weights needs at least one weight matrix')
+    if biases is None:
+        biases = [None] * len(weights)
+    if len(biases) != len(weights):
+        raise ValueError(f'got {len(weights)} weight matrices but {len(biases)} biases')
+    sizes = [None] * (len(weights) + 1)
+    for l, w in enumerate(weights):
+        if not isinstance(w, Tensor) or w.dim() != 2:
+            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f'weight of layer {l} must be a 2-D tensor [d_out, d_in], got {shape}')
+        if l > 0 and w.shape[1] != sizes[l]:
+            raise ValueError(f'weight of layer {l} has shape {tuple(w.shape)} but layer {l - 1} '
+                             f'outputs {sizes[l]} features')
+        sizes[l], sizes[l + 1] = w.shape[1], w.shape[0]
+    layer_sizes = _check_sizes(sizes)
+    dtype = weights[0].dtype
+    if not dtype.is_floating_point:
+        raise ValueError(f'weights must be floating point, got {dtype}')
+    if any(w.dtype != dtype for w in weights):
+        raise ValueError(f'all weights must share one dtype, got {sorted({str(w.dtype) for w in weights})}')
+
+    bias_list = [torch.zeros(1, dtype=dtype, device=weights[0].device).expand(layer_sizes[0])]
+    for l, b in enumerate(biases):
+        d_out = layer_sizes[l + 1]
+        if b is None:
+            b = torch.zeros(d_out, dtype=dtype, device=weights[0].device)
+        elif not isinstance(b, Tensor) or b.shape != (d_out,):
+            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+            raise ValueError(f'bias of layer {l} must have shape ({d_out},), got {shape}')
+        elif b.dtype != dtype:
+            raise ValueError(f'bias of layer {l} has dtype {b.dtype} but the weights are {dtype}')
+        bias_list.append(b)
+
+    edge_attr = torch.cat([w.reshape(-1) for w in weights]).unsqueeze(-1)   # [E, 1]
+    x = torch.cat(bias_list).unsqueeze(-1)                                   # [N, 1]
+    if not (bool(torch.isfinite(edge_attr).all()) and bool(torch.isfinite(x).all())):
+        _raise_nonfinite(weights, biases, names)
+
+    act = A.compact(A.per_layer(activation, len(weights)))
+    edge_index, layer = _structure(layer_sizes)
+    device = edge_attr.device
+    data = Data(x=x, edge_index=edge_index.to(device, copy=True), edge_attr=edge_attr,
+                layer=layer.to(device, copy=True), layer_sizes=layer_sizes, activation=act)
+    if y is not None:
+        data.y = y
+    if names is not None:
+        if len(names) != len(weights):
+            raise ValueError(f'got {len(names)} layer names for {len(weights)} layers')
+        data.layer_names = tuple(names)
+    for key, value in extra.items():
+        data[key] = value
+    return data
+
+
+def _raise_nonfinite(weights, biases, names) -> None:
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        label = f"'{names[l]}'" if names is not None else str(l)
+        for kind, t in (('weight', w), ('bias', b)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f'{kind} of layer {label} holds {bad} NaN or Inf value(s)')
+
+
+# --------------------------------------------------------------------------- #
+# Views of one graph
+# --------------------------------------------------------------------------- #
+
+def _sizes_of(g: Data) -> Tuple[int, ...]:
+    sizes = g.layer_sizes
+    if isinstance(g, Batch) or (isinstance(sizes, list) and sizes and isinstance(sizes[0], (tuple, list))):
+        raise TypeError('expected a single graph; use stacked_layer_views or graph_layer_views '
+                        'for a Batch')
+    return tuple(sizes)
+
+
+def layer_views(g: Data) -> Layers:
+    """Per-layer views (no copies) of one graph's parameters.
+
+    Returns ``(weights, biases)``: ``weights[l]`` is ``[d_{l+1}, d_l, C_edge]``
+    and ``biases[l]`` is ``[d_{l+1}, C_node]``, views into ``g.edge_attr`` and
+    ``g.x``. Read them; build new tensors to change a graph (:func:`with_layers`).
+    """
+    sizes = _sizes_of(g)
+    node_off, edge_off = layer_offsets(sizes)
+    weights = [g.edge_attr[edge_off[l]:edge_off[l + 1]].view(sizes[l + 1], sizes[l], -1)
+               for l in range(len(sizes) - 1)]
+    biases = [g.x[node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]
+    return weights, biases
+
+
+def to_weights(g: Data) -> Layers:
+    """Bit-exact inverse of :func:`from_weights`: ``(weights, biases)`` with
+    ``weights[l]`` of shape ``[d_{l+1}, d_l]`` and ``biases[l]`` of shape
+    ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors."""
+    weights, biases = layer_views(g)
+    return [w[..., 0].clone() for w in weights], [b[:, 0].clone() for b in biases]
+
+
+def with_layers(g: Data, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Data:
+    """A shallow copy of ``g`` whose parameters are ``weights`` and ``biases``
+    (shaped as :func:`layer_views` returns them, or without the channel dim).
+    The input-layer node features are kept; ``g`` itself is not modified."""
+    sizes = _sizes_of(g)
+    c_edge, c_node = g.edge_attr.size(-1), g.x.size(-1)
+    out = copy.copy(g)
+    out.edge_attr = torch.cat([w.reshape(-1, c_edge) for w in weights])
+    out.x = torch.cat([g.x[:sizes[0]]] + [b.reshape(-1, c_node) for b in biases])
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Views of a batch
+# --------------------------------------------------------------------------- #
+
+def architecture(g: Graph) -> List[Tuple[int, ...]]:
+    """The layer sizes of every graph in ``g`` (one entry for a single graph)."""
+    sizes = g.layer_sizes
+    if isinstance(sizes, tuple) and sizes and isinstance(sizes[0], int):
+        return [sizes]
+    return [tuple(s) for s in sizes]
+
+
+def is_uniform(g: Graph) -> bool:
+    """Whether every graph in ``g`` has the same layer sizes."""
+    sizes = architecture(g)
+    return all(s == sizes[0] for s in sizes)
+
+
+def _num_graphs(g: Graph) -> int:
+    return g.num_graphs if isinstance(g, Batch) else 1
+
+
+def stacked_layer_views(g: Graph) -> Layers:
+    """Per-layer views of a batch of graphs of one architecture, stacked:
+    ``weights[l]`` is ``[B, d_{l+1}, d_l, C_edge]``, ``biases[l]`` is
+    ``[B, d_{l+1}, C_node]``. No copies; one tensor per layer for all graphs.
+
+    Raises:
+        ValueError: the graphs do not share one architecture.
+    """
+    sizes_all = architecture(g)
+    if not all(s == sizes_all[0] for s in sizes_all):
+        raise ValueError(f'graphs of different architectures in one batch '
+                         f'({sorted(set(sizes_all))}); use graph_layer_views')
+    sizes, B = sizes_all[0], _num_graphs(g)
+    node_off, edge_off = layer_offsets(sizes)
+    ea = g.edge_attr.view(B, edge_off[-1], -1)
+    x = g.x.view(B, node_off[-1], -1)
+    weights = [ea[:, edge_off[l]:edge_off[l + 1]].view(B, sizes[l + 1], sizes[l], -1)
+               for l in range(len(sizes) - 1)]
+    biases = [x[:, node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]
+    return weights, biases
+
+
+def with_stacked_layers(g: Graph, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Graph:
+    """A shallow copy of a uniform batch with new stacked parameters, shaped as
+    :func:`stacked_layer_views` returns them (channel dim optional)."""
+    sizes, B = architecture(g)[0], _num_graphs(g)
+    c_edge, c_node = g.edge_attr.size(-1), g.x.size(-1)
+    out = copy.copy(g)
+    out.edge_attr = torch.cat([w.reshape(B, -1, c_edge) for w in weights], dim=1).reshape(-1, c_edge)
+    x_in = g.x.view(B, -1, c_node)[:, :sizes[0]]
+    out.x = torch.cat([x_in] + [b.reshape(B, -1, c_node) for b in biases], dim=1).reshape(-1, c_node)
+    return out
+
+
+def graph_layer_views(g: Graph) -> List[Layers]:
+    """Per-graph, per-layer views of a batch of any architectures:
+    ``result[i]`` is :func:`layer_views` of graph ``i`` (views, no copies)."""
+    if not isinstance(g, Batch):
+        return [layer_views(g)]
+    node_ptr = g.ptr.tolist()
+    edge_ptr = g._slice_dict['edge_attr'].tolist()
+    out = []
+    for i, sizes in enumerate(architecture(g)):
+        node_off, edge_off = layer_offsets(sizes)
+        ea = g.edge_attr[edge_ptr[i]:edge_ptr[i + 1]]
+        x = g.x[node_ptr[i]:node_ptr[i + 1]]
+        out.append(([ea[edge_off[l]:edge_off[l + 1]].view(sizes[l + 1], sizes[l], -1)
+                     for l in range(len(sizes) - 1)],
+                    [x[node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Layer algebra: the hidden-neuron symmetries, on single or stacked views
+# --------------------------------------------------------------------------- #
+
+def permute_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
+                   perms: Sequence[Tensor]) -> Layers:
+    """Reorders hidden neurons: new neuron ``i`` of hidden layer ``l+1`` is old
+    neuron ``perms[l][..., i]``, with its incoming weights, bias and outgoing
+    weights. The function is unchanged (for every activation).
+
+    Works on :func:`layer_views` (``perms[l]`` of shape ``[d_{l+1}]``) and on
+    :func:`stacked_layer_views` (``[B, d_{l+1}]``, one permutation per graph).
+    ``perms`` holds one index tensor per hidden layer (``L - 1`` of them); an
+    entry may be ``None`` to leave that layer as it is.
+    """
+    weights, biases = list(weights), list(biases)
+    if len(perms) != len(weights) - 1:
+        raise ValueError(f'expected {len(weights) - 1} permutations (one per hidden layer), got {len(perms)}')
+    for l, p in enumerate(perms):
+        if p is None:
+            continue
+        weights[l] = torch.take_along_dim(weights[l], p[..., :, None, None], dim=-3)   # rows
+        biases[l] = torch.take_along_dim(biases[l], p[..., :, None], dim=-2)
+        weights[l + 1] = torch.take_along_dim(weights[l + 1], p[..., None, :, None], dim=-2)  # columns
+    return weights, biases
+
+
+def rescale_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
+                   scales: Sequence[Tensor]) -> Layers:
+    r"""Multiplies each hidden neuron's incoming weights and bias by :math:`c`
+    and divides its outgoing weights by :math:`c`.
+
+    With :math:`c = \pm 1` this is a sign flip (function-preserving for odd
+    activations); with :math:`c > 0` a positive rescaling (function-preserving
+    for positively homogeneous ones). ``scales[l]`` is ``[d_{l+1}]`` or
+    ``[B, d_{l+1}]``, like ``perms`` in :func:`permute_hidden`.
+    """
+    weights, biases = list(weights), list(biases)
+    if len(scales) != len(weights) - 1:
+        raise ValueError(f'expected {len(weights) - 1} scale vectors (one per hidden layer), got {len(scales)}')
+    for l, c in enumerate(scales):
+        if c is None:
+            continue
+        c = c.to(weights[l].dtype)
+        weights[l] = weights[l] * c[..., :, None, None]
+        biases[l] = biases[l] * c[..., :, None]
+        weights[l + 1] = weights[l + 1] / c[..., None, :, None]
+    return weights, biases
+
+
+# --------------------------------------------------------------------------- #
+# Back to networks
+# --------------------------------------------------------------------------- #
+
+def sequential_names(num_layers: int) -> Tuple[str, ...]:
+    """Layer names of the ``nn.Sequential`` that :func:`to_module` builds."""
+    return tuple(str(2 * l) for l in range(num_layers))
+
+
+def to_state_dict(g: Data) -> Dict[str, Tensor]:
+    """The state dict of the network ``g`` encodes, bit for bit.
+
+    Keys are the original layer names where the graph recorded them
+    (:func:`nngraph.from_module`, :func:`nngraph.from_checkpoint`), else those
+    of :func:`to_module`. Layers that had no bias get no bias key.
+    """
+    weights, biases = to_weights(g)
+    names = getattr(g, 'layer_names', None) or sequential_names(len(weights))
+    has_bias = getattr(g, 'layer_bias', None) or (True,) * len(weights)
+    state = {}
+    for name, w, b, keep in zip(names, weights, biases, has_bias):
+        state[f'{name}.weight'] = w
+        if keep:
+            state[f'{name}.bias'] = b
+    return state
+
+
+def to_module(g: Data) -> nn.Sequential:
+    """An ``nn.Sequential`` of ``Linear`` and activation modules computing the
+    function ``g`` encodes (``Linear`` layers at even indices)."""
+    weights, biases = to_weights(g)
+    acts = A.per_layer(g.activation, len(weights))
+    mods: List[nn.Module] = []
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+        mods.append(lin)
+        if l + 1 < len(weights) or acts[l] != 'identity':
+            mods.append(A.get(acts[l]).module())
+    return nn.Sequential(*mods)
+
+
+def forward(g: Graph, inputs: Tensor) -> Tensor:
+    """Evaluates the network(s) a graph or a batch encodes.
+
+    Args:
+        g: one graph, or a :class:`~torch_geometric.data.Batch` of ``B`` graphs
+            of one architecture.
+        inputs: ``[..., d_0]`` for one graph; for a batch ``[n, d_0]`` (the same
+            points for every network) or ``[B, n, d_0]``.
+
+    Returns:
+        ``[..., d_L]`` for one graph, ``[B, n, d_L]`` for a batch; one batched
+        matmul per layer, no loop over graphs.
+    """
+    if isinstance(g, Batch):
+        weights, biases = stacked_layer_views(g)
+        d_in, B = weights[0].shape[2], g.num_graphs
+        if inputs.dim() == 2:
+            inputs = inputs.unsqueeze(0).expand(B, -1, -1)
+        if inputs.dim() != 3 or inputs.shape[0] != B or inputs.shape[-1] != d_in:
+            raise ValueError(f'inputs for a batch of {B} networks with {d_in} inputs must be '
+                             f'[n, {d_in}] or [{B}, n, {d_in}], got {tuple(inputs.shape)}')
+        h = inputs
+        acts = A.per_layer(g.activation[0], len(weights))
+        if any(a != g.activation[0] for a in g.activation):
+            raise ValueError('graphs in the batch have different activations')
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            h = torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
+            h = A.get(acts[l])(h)
+        return h
+    weights, biases = layer_views(g)
+    if inputs.shape[-1] != weights[0].shape[1]:
+        raise ValueError(f'inputs have {inputs.shape[-1]} features but the network takes '
+                         f'{weights[0].shape[1]}')
+    acts = A.per_layer(g.activation, len(weights))
+    h = inputs
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.addmm(b[:, 0], h.reshape(-1, h.shape[-1]), w[..., 0].t()).view(*h.shape[:-1], -1)
+        h = A.get(acts[l])(h)
+    return h
+
+
+# --------------------------------------------------------------------------- #
+# Inspection
+# --------------------------------------------------------------------------- #
+
+def to_networkx(g: Data):
+    """A ``networkx.DiGraph`` with node attributes ``layer`` and ``bias`` and
+    edge attribute ``weight`` (channel 0), for inspection and drawing."""
+    from torch_geometric.utils import to_networkx as pyg_to_networkx
+    view = Data(edge_index=g.edge_index, num_nodes=g.num_nodes,
+                layer=g.layer, bias=g.x[:, 0], weight=g.edge_attr[:, 0])
+    return pyg_to_networkx(view, node_attrs=['layer', 'bias'], edge_attrs=['weight'])
+
+
+def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi: int = 150) -> None:
+    """Saves a PNG of a small parameter graph: layers left to right, edge colour
+    the weight (blue negative, red positive), node colour the bias.
+
+    Raises:
+        ValueError: more than ``max_edges`` edges (the picture would be a blur).
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    if g.num_edges > max_edges:
+        raise ValueError(f'graph has {g.num_edges} edges, more than max_edges={max_edges}')
+    nxg = to_networkx(g)
+    pos = nx.multipartite_layout(nxg, subset_key='layer')
+    w = g.edge_attr[:, 0].detach().float().cpu()
+    b = g.x[:, 0].detach().float().cpu()
+    wmax = max(float(w.abs().max()), 1e-12)
+    bmax = max(float(b.abs().max()), 1e-12)
+    fig, ax = plt.subplots(figsize=(2.2 * len(g.layer_sizes) + 2, 6))
+    nx.draw_networkx_edges(
+        nxg, pos, ax=ax, edge_color=w.tolist(), edge_cmap=plt.cm.coolwarm, edge_vmin=-wmax,
+        edge_vmax=wmax, width=0.8, arrows=False, alpha=0.8)
+    nodes = nx.draw_networkx_nodes(
+        nxg, pos, ax=ax, node_color=b.tolist(), cmap=plt.cm.PiYG, vmin=-bmax, vmax=bmax,
+        node_size=max(20, 300 - 2 * g.num_nodes), edgecolors='black', linewidths=0.5)
+    fig.colorbar(plt.cm.ScalarMappable(cmap=plt.cm.coolwarm, norm=plt.Normalize(-wmax, wmax)),
+                 ax=ax, label='weight', fraction=0.04)
+    fig.colorbar(nodes, ax=ax, label='bias', fraction=0.04)
+    act = g.activation if isinstance(g.activation, str) else ', '.join(g.activation)
+    ax.set_title(f'layers {"-".join(map(str, g.layer_sizes))}, activation {act}')
+    ax.axis('off')
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format='png')
+    plt.close(fig)
