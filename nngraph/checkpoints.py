@@ -305,9 +305,12 @@ def _read_file(path: str) -> Any:
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
-            return load_file(path)
+            state = load_file(path)
         except Exception as err:  # safetensors raises its own error types
             raise ValueError(f'{path!r} is not a valid safetensors file: {err}') from None
+        # The format stores keys sorted as strings ('layers.10' before 'layers.2');
+        # natural order restores the order a state dict had, which breaks chaining ties.
+        return {k: state[k] for k in sorted(state, key=_natural)}
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
@@ -356,15 +359,15 @@ def chain_layers(state: Mapping[str, Tensor]) -> List[Tuple[str, Tensor, Optiona
         ValueError: tensors that are not part of a chain, biases of the wrong
             shape, or weights whose shapes do not chain.
     """
-    weights = [(k, v) for k, v in state.items() if v.dim() == 2]
-    if not weights:
-        raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(state)[:10]}')
     for k, v in state.items():
         if v.dim() > 2:
             raise ValueError(f"tensor '{k}' has shape {tuple(v.shape)}: only dense layers "
                              f'(2-D weights, 1-D biases) are supported')
         if not v.dtype.is_floating_point and v.dim() > 0:
             raise ValueError(f"tensor '{k}' has dtype {v.dtype}; weights must be floating point")
+    weights = [(k, v) for k, v in state.items() if v.dim() == 2]
+    if not weights:
+        raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(state)[:10]}')
     layers, claimed = [], set()
     for k, w in weights:
         bk = _bias_key(k)
