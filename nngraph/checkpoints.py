@@ -10,6 +10,7 @@ layers by chaining their shapes. Both check what they find and raise a
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import os
@@ -335,6 +336,7 @@ _PAIRS = ((re.compile(r'(.*)weight'), r'\1bias'),
           (re.compile(r'(.*(?:^|[._]))[wW]([_.]?\d*)'), r'\1b\2'))
 
 
+@functools.lru_cache(maxsize=4096)
 def _bias_key(key: str) -> Optional[str]:
     for pattern, replacement in _PAIRS:
         if pattern.fullmatch(key):
@@ -355,57 +357,66 @@ def chain_layers(state: Mapping[str, Tensor]) -> List[Tuple[str, Tensor, Optiona
     layer's output width; key order breaks ties. Returns
     ``(weight_key, W, bias_key, b)`` tuples, input layer first.
 
+    The plan depends only on the keys and shapes, so it is computed once per
+    layout: a dataset of thousands of same-layout checkpoints parses one.
+
     Raises:
         ValueError: tensors that are not part of a chain, biases of the wrong
             shape, or weights whose shapes do not chain.
     """
-    for k, v in state.items():
-        if v.dim() > 2:
-            raise ValueError(f"tensor '{k}' has shape {tuple(v.shape)}: only dense layers "
+    layout = tuple((k, tuple(v.shape), v.dtype) for k, v in state.items())
+    return [(wk, state[wk], bk, None if bk is None else state[bk]) for wk, bk in _plan(layout)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...]) -> Tuple[Tuple[str, Optional[str]], ...]:
+    shapes = {k: shape for k, shape, _ in layout}
+    for k, shape, dtype in layout:
+        if len(shape) > 2:
+            raise ValueError(f"tensor '{k}' has shape {shape}: only dense layers "
                              f'(2-D weights, 1-D biases) are supported')
-        if not v.dtype.is_floating_point and v.dim() > 0:
-            raise ValueError(f"tensor '{k}' has dtype {v.dtype}; weights must be floating point")
-    weights = [(k, v) for k, v in state.items() if v.dim() == 2]
+        if not dtype.is_floating_point and len(shape) > 0:
+            raise ValueError(f"tensor '{k}' has dtype {dtype}; weights must be floating point")
+    weights = [(k, shape) for k, shape, _ in layout if len(shape) == 2]
     if not weights:
-        raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(state)[:10]}')
+        raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(shapes)[:10]}')
     layers, claimed = [], set()
-    for k, w in weights:
+    for k, shape in weights:
         bk = _bias_key(k)
-        b = state.get(bk) if bk is not None else None
-        if b is not None:
-            if b.shape != (w.shape[0],):
-                raise ValueError(f"bias '{bk}' has shape {tuple(b.shape)} but its weight '{k}' "
-                                 f'has shape {tuple(w.shape)} (expected ({w.shape[0]},))')
+        if bk is not None and bk in shapes:
+            if shapes[bk] != (shape[0],):
+                raise ValueError(f"bias '{bk}' has shape {shapes[bk]} but its weight '{k}' "
+                                 f'has shape {shape} (expected ({shape[0]},))')
             claimed.add(bk)
-        layers.append((k, w, bk if b is not None else None, b))
-    stray = [f"'{k}' {tuple(v.shape)}" for k, v in state.items()
-             if v.dim() == 1 and k not in claimed]
+        else:
+            bk = None
+        layers.append((k, shape, bk))
+    stray = [f"'{k}' {shape}" for k, shape, _ in layout if len(shape) == 1 and k not in claimed]
     if stray:
         raise ValueError(f'tensors that are not the bias of any weight: {", ".join(stray)}; '
                          f'nngraph reads chains of dense layers')
-
     ordered = _order_chain(layers)
     if ordered is None:
-        desc = ', '.join(f"'{k}' {tuple(w.shape)}" for k, w, _, _ in layers)
+        desc = ', '.join(f"'{k}' {shape}" for k, shape, _ in layers)
         raise ValueError(f'weights do not chain into one MLP (each layer must take as many '
                          f'inputs as the previous one outputs): {desc}')
-    return ordered
+    return tuple((k, bk) for k, _, bk in ordered)
 
 
 def _order_chain(layers):
     """Depth-first search for an ordering where widths chain, preferring key
     order. Layers whose input width no other layer outputs start the chain."""
     n = len(layers)
-    outs = [w.shape[0] for _, w, _, _ in layers]
-    starts = [i for i, (_, w, _, _) in enumerate(layers)
-              if sum(o == w.shape[1] for j, o in enumerate(outs) if j != i) == 0] or list(range(n))
+    outs = [shape[0] for _, shape, _ in layers]
+    starts = [i for i, (_, shape, _) in enumerate(layers)
+              if sum(o == shape[1] for j, o in enumerate(outs) if j != i) == 0] or list(range(n))
 
     def extend(path, used):
         if len(path) == n:
             return path
-        need = layers[path[-1]][1].shape[0]
+        need = layers[path[-1]][1][0]
         for j in range(n):
-            if j not in used and layers[j][1].shape[1] == need:
+            if j not in used and layers[j][1][1] == need:
                 found = extend(path + [j], used | {j})
                 if found:
                     return found
@@ -460,11 +471,12 @@ def from_checkpoint(
             raise ValueError(f'w0={w0} is for SIRENs but activation={activation!r} was given too')
         activation = f'sine:{float(w0)!r}'
     layers = chain_layers(state)
-    acts = list(A.per_layer(activation, len(layers)))
     if first_w0 is not None:
+        acts = list(A.per_layer(activation, len(layers)))
         if not acts[0].startswith('sine'):
             raise ValueError(f'first_w0 is for SIRENs but the first layer has activation {acts[0]!r}')
         acts[0] = f'sine:{float(first_w0)!r}'
+        activation = tuple(acts)
     weights = [w for _, w, _, _ in layers]
     biases = [b for _, _, _, b in layers]
     had_bias = tuple(b is not None for b in biases)
@@ -474,5 +486,5 @@ def from_checkpoint(
         last = biases[-1] if biases[-1] is not None else torch.zeros(weights[-1].shape[0], dtype=weights[-1].dtype)
         biases[-1] = last + output_offset
     names = [k[:-len('.weight')] if k.endswith('.weight') else k for k, _, _, _ in layers]
-    return from_weights(weights, biases, activation=A.compact(acts), y=y, names=names,
+    return from_weights(weights, biases, activation=activation, y=y, names=names,
                         layer_bias=had_bias)

@@ -139,11 +139,12 @@ def from_weights(
     if any(w.dtype != dtype for w in weights):
         raise ValueError(f'all weights must share one dtype, got {sorted({str(w.dtype) for w in weights})}')
 
-    bias_list = [torch.zeros(1, dtype=dtype, device=weights[0].device).expand(layer_sizes[0])]
+    device = weights[0].device
+    bias_list = [_zeros(layer_sizes[0], dtype, device)]   # input neurons have no bias
     for l, b in enumerate(biases):
         d_out = layer_sizes[l + 1]
         if b is None:
-            b = torch.zeros(d_out, dtype=dtype, device=weights[0].device)
+            b = _zeros(d_out, dtype, device)
         elif not isinstance(b, Tensor) or b.shape != (d_out,):
             shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
             raise ValueError(f'bias of layer {l} must have shape ({d_out},), got {shape}')
@@ -153,14 +154,19 @@ def from_weights(
 
     edge_attr = torch.cat([w.reshape(-1) for w in weights]).unsqueeze(-1)   # [E, 1]
     x = torch.cat(bias_list).unsqueeze(-1)                                   # [N, 1]
-    if not (bool(torch.isfinite(edge_attr).all()) and bool(torch.isfinite(x).all())):
+    # One reduction instead of two elementwise passes: NaN and Inf propagate through
+    # the sum. A finite sum that overflows is a false alarm the exact check clears.
+    if not bool((edge_attr.sum() + x.sum()).isfinite()):
         _raise_nonfinite(weights, biases, names)
 
-    act = A.compact(A.per_layer(activation, len(weights)))
-    edge_index, layer = _structure(layer_sizes)
-    device = edge_attr.device
-    data = Data(x=x, edge_index=edge_index.to(device, copy=True), edge_attr=edge_attr,
-                layer=layer.to(device, copy=True), layer_sizes=layer_sizes, activation=act)
+    act = _compact(activation if isinstance(activation, str) else tuple(activation), len(weights))
+    edge_index, layer = _structure_on(layer_sizes, device)
+    # Data(**fields) routes every field through two __setattr__ layers and a cache
+    # purge, half the cost of a build; a fresh Data has no cache, so filling its
+    # store's mapping directly gives the identical object.
+    data = Data()
+    data._store._mapping.update(x=x, edge_index=edge_index.clone(), edge_attr=edge_attr,
+                                layer=layer.clone(), layer_sizes=layer_sizes, activation=act)
     if y is not None:
         data.y = y
     if names is not None:
@@ -179,6 +185,23 @@ def _raise_nonfinite(weights, biases, names) -> None:
             if t is not None and not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
                 raise ValueError(f'{kind} of layer {label} holds {bad} NaN or Inf value(s)')
+
+
+# Small per-call constants, cached: they are never written to (torch.cat copies them).
+@functools.lru_cache(maxsize=256)
+def _zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros(n, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=256)
+def _structure_on(layer_sizes: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
+    edge_index, layer = _structure(layer_sizes)
+    return edge_index.to(device), layer.to(device)
+
+
+@functools.lru_cache(maxsize=256)
+def _compact(activation: Union[str, Tuple[str, ...]], num_layers: int) -> Union[str, Tuple[str, ...]]:
+    return A.compact(A.per_layer(activation, num_layers))
 
 
 # --------------------------------------------------------------------------- #
