@@ -330,3 +330,14 @@ def test_nested_param_trees_are_flattened():
     assert list(state) == ['dense_0.weight', 'dense_0.bias', 'dense_1.weight', 'dense_1.bias']
     assert [k for k, *_ in chain_layers(state)] == ['dense_0.weight', 'dense_1.weight']
     assert math.isclose(float(ng.to_weights(ng.from_checkpoint(tree, 'relu'))[1][1]), float(b[1]))
+
+
+def test_output_activation_and_nested_sequentials():
+    model = nn.Sequential(nn.Sequential(nn.Linear(3, 6), nn.GELU()),
+                          nn.Sequential(nn.Linear(6, 6), nn.SiLU(), nn.Dropout(0.0)),
+                          nn.Linear(6, 2), nn.Sigmoid())
+    g = ng.from_module(model)
+    assert g.activation == ('gelu', 'silu', 'sigmoid')
+    assert g.layer_names == ('0.0', '1.0', '2')
+    assert_same_function(g, model.eval(), 3)
+    assert_same_function(g, ng.to_module(g), 3)
