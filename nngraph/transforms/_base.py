@@ -104,7 +104,7 @@ def uniform(low: Union[float, Tensor], high: Union[float, Tensor], shape: Sequen
     """``U(low, high)`` of ``shape`` on ``like``'s device and dtype. A fixed
     range ``low == high`` still draws, so the RNG stream does not depend on
     whether a range is degenerate."""
-    u = torch.rand(*shape, device=like.device, dtype=like.dtype)
+    u = torch.rand(tuple(shape), device=like.device, dtype=like.dtype)
     return low + (high - low) * u
 
 

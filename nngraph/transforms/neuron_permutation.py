@@ -33,7 +33,8 @@ class RandomNeuronPermutation(WeightSpaceTransform):
     (``argsort`` of uniform noise, which is a uniform permutation).
 
     Valid for: every (elementwise) activation. Preserves: the function
-    exactly (bit for bit: weights are only moved).
+    exactly (weights are only moved, never changed; evaluated outputs agree
+    up to the order of float summation).
     """
 
     def _check(self, acts: Tuple[str, ...], sizes: Tuple[int, ...]) -> None:
