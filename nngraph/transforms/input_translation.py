@@ -37,6 +37,9 @@ class InputTranslation(WeightSpaceTransform):
 
     def __init__(self, max_shift: Union[float, Tuple[float, float], Sequence[Tuple[float, float]]]) -> None:
         self.max_shift = max_shift
+        if isinstance(max_shift, (str, bytes)):
+            raise ValueError(f'InputTranslation: max_shift must be a number or a (low, high) pair, '
+                             f'got {max_shift!r}')
         if (not isinstance(max_shift, (int, float)) and len(max_shift) > 0
                 and not isinstance(max_shift[0], (int, float))):
             self.ranges = [uniform_range(r, f'max_shift[{j}]', 'InputTranslation')
