@@ -36,7 +36,7 @@ Params = Any            # a tensor, None, or a list / tuple of them (nested)
 Layers = Tuple[List[Tensor], List[Tensor]]
 
 __all__ = ['WeightSpaceTransform', 'select_graph', 'add_to_bias', 'affine_first_layer',
-           'uniform_range', 'uniform']
+           'uniform_range', 'uniform', 'per_hidden_layer']
 
 
 def select_graph(params: Params, i: int) -> Params:
@@ -48,6 +48,12 @@ def select_graph(params: Params, i: int) -> Params:
     if isinstance(params, Tensor):
         return params[i]
     return type(params)(select_graph(p, i) for p in params)
+
+
+def per_hidden_layer(draws: Tensor, sizes: Sequence[int]) -> List[Tensor]:
+    """Splits one draw ``[..., d_1 + ... + d_{L-1}]`` into one ``[..., d_l]``
+    per hidden layer: a single RNG call per transform, not one per layer."""
+    return list(draws.split(list(sizes[1:-1]), dim=-1))
 
 
 def add_to_bias(b: Tensor, delta: Tensor) -> Tensor:
@@ -158,18 +164,16 @@ class WeightSpaceTransform(BaseTransform):
         graph or batch, ``data`` is not modified."""
         sizes, acts, batch_shape = self._signature(data)
         self._check(acts, sizes)
-        if batch_shape:
-            weights, biases = stacked_layer_views(data)
-            weights, biases = self._transform(list(weights), list(biases), params, acts)
-            return with_stacked_layers(data, weights, biases)
-        weights, biases = layer_views(data)
-        weights, biases = self._transform(list(weights), list(biases), params, acts)
-        return with_layers(data, weights, biases)
+        return self._apply(data, params, acts, batch_shape)
 
     def forward(self, data: Graph) -> Graph:
         if isinstance(data, Batch) and not _stackable(data):
             return self._forward_per_graph(data)
-        return self.apply(data, self.sample(data))
+        # sample + apply, with the graph's signature worked out once
+        sizes, acts, batch_shape = self._signature(data)
+        self._check(acts, sizes)
+        params = self._draw(sizes, acts, batch_shape, data.edge_attr)
+        return self._apply(data, params, acts, batch_shape)
 
     # -- internals ------------------------------------------------------- #
     def _signature(self, data: Graph) -> Tuple[Tuple[int, ...], Tuple[str, ...], Tuple[int, ...]]:
@@ -187,6 +191,16 @@ class WeightSpaceTransform(BaseTransform):
                              f'and edge_attr), got {data}')
         sizes = tuple(data.layer_sizes)
         return sizes, A.per_layer(data.activation, len(sizes) - 1), ()
+
+    def _apply(self, data: Graph, params: Params, acts: Tuple[str, ...],
+               batch_shape: Tuple[int, ...]) -> Graph:
+        if batch_shape:
+            weights, biases = stacked_layer_views(data)
+            weights, biases = self._transform(list(weights), list(biases), params, acts)
+            return with_stacked_layers(data, weights, biases)
+        weights, biases = layer_views(data)
+        weights, biases = self._transform(list(weights), list(biases), params, acts)
+        return with_layers(data, weights, biases)
 
     def _forward_per_graph(self, batch: Batch) -> Batch:
         c_edge, c_node = batch.edge_attr.size(-1), batch.x.size(-1)

@@ -9,7 +9,7 @@ from torch_geometric.data.datapipes import functional_transform
 
 from nngraph import activations as A
 from nngraph.graph import permute_hidden
-from nngraph.transforms._base import WeightSpaceTransform
+from nngraph.transforms._base import WeightSpaceTransform, per_hidden_layer
 
 
 @functional_transform('random_neuron_permutation')
@@ -42,8 +42,8 @@ class RandomNeuronPermutation(WeightSpaceTransform):
 
     def _draw(self, sizes, acts, batch_shape, like) -> List[Tensor]:
         if batch_shape:
-            return [torch.rand(*batch_shape, d, device=like.device).argsort(dim=-1)
-                    for d in sizes[1:-1]]
+            noise = torch.rand(*batch_shape, sum(sizes[1:-1]), device=like.device)
+            return [u.argsort(dim=-1) for u in per_hidden_layer(noise, sizes)]
         return [torch.randperm(d, device=like.device) for d in sizes[1:-1]]
 
     def _transform(self, weights, biases, params, acts):

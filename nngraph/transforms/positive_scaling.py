@@ -8,7 +8,7 @@ from torch_geometric.data.datapipes import functional_transform
 
 from nngraph import activations as A
 from nngraph.graph import rescale_hidden
-from nngraph.transforms._base import WeightSpaceTransform, uniform
+from nngraph.transforms._base import WeightSpaceTransform, per_hidden_layer, uniform
 
 
 @functional_transform('random_positive_scaling')
@@ -45,7 +45,7 @@ class RandomPositiveScaling(WeightSpaceTransform):
         A.require(acts, len(sizes) - 1, 'homogeneous', self.__class__.__name__)
 
     def _draw(self, sizes, acts, batch_shape, like) -> List[Tensor]:
-        return [uniform(self.low, self.high, (*batch_shape, d), like) for d in sizes[1:-1]]
+        return per_hidden_layer(uniform(self.low, self.high, (*batch_shape, sum(sizes[1:-1])), like), sizes)
 
     def _transform(self, weights, biases, params, acts):
         return rescale_hidden(weights, biases, params)

@@ -49,7 +49,10 @@ class QuantileZeroing(WeightSpaceTransform):
             magnitude = w[..., 0].abs().flatten(-2)                          # [..., n]
             n = magnitude.size(-1)
             rank = (params.double() * n).floor().long().clamp(max=n - 1)     # [...]
-            threshold = magnitude.sort(dim=-1).values.gather(-1, rank[..., None])  # [..., 1]
+            # the rank+1 smallest magnitudes suffice: a partial sort (topk) is
+            # ~2x cheaper than sorting whole rows when max_quantile is small
+            smallest = magnitude.topk(int(rank.max()) + 1, dim=-1, largest=False).values
+            threshold = smallest.gather(-1, rank[..., None])                 # [..., 1]
             drop = w[..., :1].abs() < threshold[..., None, None]             # [..., d_out, d_in, 1]
             out.append(torch.where(drop, torch.zeros((), dtype=w.dtype, device=w.device), w))
         return out, biases

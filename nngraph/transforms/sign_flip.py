@@ -9,7 +9,7 @@ from torch_geometric.data.datapipes import functional_transform
 
 from nngraph import activations as A
 from nngraph.graph import rescale_hidden
-from nngraph.transforms._base import WeightSpaceTransform
+from nngraph.transforms._base import WeightSpaceTransform, per_hidden_layer
 
 
 @functional_transform('random_sign_flip')
@@ -44,9 +44,9 @@ class RandomSignFlip(WeightSpaceTransform):
         A.require(acts, len(sizes) - 1, 'odd', self.__class__.__name__)
 
     def _draw(self, sizes, acts, batch_shape, like) -> List[Tensor]:
-        one = torch.ones((), device=like.device, dtype=like.dtype)
-        return [torch.where(torch.rand(*batch_shape, d, device=like.device) < self.p, -one, one)
-                for d in sizes[1:-1]]
+        flip = torch.rand(*batch_shape, sum(sizes[1:-1]), device=like.device) < self.p
+        signs = 1 - 2 * flip.to(like.dtype)                               # -1 where flipped
+        return per_hidden_layer(signs, sizes)
 
     def _transform(self, weights, biases, params, acts):
         return rescale_hidden(weights, biases, params)

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data.datapipes import functional_transform
 
 from nngraph import activations as A
-from nngraph.transforms._base import WeightSpaceTransform, add_to_bias
+from nngraph.transforms._base import WeightSpaceTransform, add_to_bias, per_hidden_layer
 
 
 @functional_transform('siren_bias_shift')
@@ -50,8 +50,9 @@ class SirenBiasShift(WeightSpaceTransform):
         A.require(acts, len(sizes) - 1, 'half_period', self.__class__.__name__)
 
     def _draw(self, sizes, acts, batch_shape, like) -> List[Tensor]:
-        return [torch.randint(-self.k_max, self.k_max + 1, (*batch_shape, d), device=like.device)
-                for d in sizes[1:-1]]
+        k = torch.randint(-self.k_max, self.k_max + 1, (*batch_shape, sum(sizes[1:-1])),
+                          device=like.device)
+        return per_hidden_layer(k, sizes)
 
     def _transform(self, weights, biases, params, acts):
         for l, k in enumerate(params):

@@ -150,3 +150,12 @@ def test_non_graph_input_is_a_clear_error():
 ])
 def test_repr_shows_arguments(transform, text):
     assert repr(transform) == text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('transform, act, d', CASES, ids=IDS)
+def test_batch_path_runs_on_cuda(transform, act, d, kit):
+    batch = Batch.from_data_list([kit.make_graph(SIZES(d), act) for _ in range(4)]).to('cuda')
+    out = transform(batch)
+    assert out.edge_attr.device.type == 'cuda' and out.x.device.type == 'cuda'
+    assert torch.isfinite(out.edge_attr).all() and torch.isfinite(out.x).all()
