@@ -159,3 +159,18 @@ def test_batch_path_runs_on_cuda(transform, act, d, kit):
     out = transform(batch)
     assert out.edge_attr.device.type == 'cuda' and out.x.device.type == 'cuda'
     assert torch.isfinite(out.edge_attr).all() and torch.isfinite(out.x).all()
+
+
+@pytest.mark.parametrize('transform, act, d', CASES, ids=IDS)
+def test_no_hidden_layer_and_float64(transform, act, d, kit):
+    # a single linear layer has no hidden neurons: symmetries are the identity
+    g = kit.make_graph((d, 3), act)
+    out = transform(g)
+    assert out.edge_attr.shape == g.edge_attr.shape
+    out = transform(Batch.from_data_list([g, g]))
+    assert out.num_graphs == 2
+    # float64 graphs stay float64
+    g64 = kit.make_graph(SIZES(d), act, dtype=torch.float64)
+    out = transform(g64)
+    assert out.edge_attr.dtype == torch.float64 and out.x.dtype == torch.float64
+    assert transform(Batch.from_data_list([g64, g64])).edge_attr.dtype == torch.float64
