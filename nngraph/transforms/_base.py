@@ -87,13 +87,11 @@ def affine_first_layer(weights: Sequence[Tensor], biases: Sequence[Tensor],
     return weights, biases
 
 
-def uniform_range(value: Union[float, Sequence[float]], name: str, transform: str,
-                  symmetric: bool = True) -> Tuple[float, float]:
-    """``(low, high)`` from a number ``a`` (``(-a, a)`` when ``symmetric``) or
-    a pair; a clear ``ValueError`` naming ``transform`` and ``name`` else."""
+def uniform_range(value: Union[float, Sequence[float]], name: str,
+                  transform: str) -> Tuple[float, float]:
+    """``(low, high)`` from a number ``a`` (meaning ``(-|a|, |a|)``) or a
+    pair; a clear ``ValueError`` naming ``transform`` and ``name`` else."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not symmetric:
-            return float(value), float(value)
         return -abs(float(value)), abs(float(value))
     try:
         low, high = (float(v) for v in value)

@@ -37,9 +37,12 @@ class WeightDropout(WeightSpaceTransform):
         self.p = float(p)
 
     def _draw(self, sizes, acts, batch_shape, like) -> List[Tensor]:
-        # one mask entry per weight, shared by the weight's edge channels
-        return [torch.rand(*batch_shape, sizes[l + 1], sizes[l], 1, device=like.device) >= self.p
-                for l in range(len(sizes) - 1)]
+        # one mask entry per weight (shared by its edge channels), one RNG call
+        layers = range(len(sizes) - 1)
+        counts = [sizes[l + 1] * sizes[l] for l in layers]
+        keep = torch.rand(*batch_shape, sum(counts), device=like.device) >= self.p
+        return [m.view(*batch_shape, sizes[l + 1], sizes[l], 1)
+                for l, m in zip(layers, keep.split(counts, dim=-1))]
 
     def _transform(self, weights, biases, params, acts):
         weights = [torch.where(keep, w, torch.zeros((), dtype=w.dtype, device=w.device))
