@@ -1,0 +1,407 @@
+r"""Weight matching: align one network's hidden neurons to another's.
+
+Two networks of one architecture can compute nearly the same function with
+their hidden neurons in a different order (and, for odd activations, with
+different signs). :func:`align` undoes that: it returns ``other`` with its
+hidden neurons permuted (and sign-flipped) so that its parameters lie as close
+as possible to ``reference``'s, while it still computes exactly the function
+``other`` computes.
+
+The method is weight matching (Ainsworth et al., "Git Re-Basin", 2023): we
+maximise :math:`\sum_l \langle \theta^{ref}_l, \pi(\theta^{other})_l \rangle`
+(equivalently minimise :math:`\lVert\theta^{ref} - \pi(\theta^{other})\rVert`,
+as a permutation keeps norms) by coordinate descent over the hidden layers.
+For hidden layer :math:`h` with the other layers' permutations held fixed, the
+objective is linear in :math:`P_h`:
+
+.. math::
+    S_h = W^{a}_h\,\big(W^{b}_h P_{h-1}^\top\big)^\top + b^a_h {b^b_h}^\top
+        + {W^a_{h+1}}^\top P_{h+1} W^b_{h+1},
+
+the similarity of everything that shares :math:`P_h` (incoming weights,
+bias, outgoing weights with the next layer's permutation applied), and
+:func:`scipy.optimize.linear_sum_assignment` maximises
+:math:`\operatorname{tr}(P_h^\top S_h)` exactly. Each step can only raise the
+objective, so the loop ends when a sweep over all hidden layers changes no
+permutation (or after ``max_iter`` sweeps), and the aligned distance is never
+larger than the unaligned one.
+
+With ``signs=True`` (odd activations: :math:`\sigma(-z) = -\sigma(z)`) each
+hidden neuron may also be negated (incoming weights, bias and outgoing
+weights). Pairing reference neuron :math:`i` with other neuron :math:`j` and
+sign :math:`s` contributes :math:`s\,S_h[i, j]`, so the best sign of a pair is
+:math:`\operatorname{sign}(S_h[i, j])` and the assignment is solved on
+:math:`|S_h|`.
+
+Layers are found by their order in the graph (:func:`nngraph.graph.layer_views`),
+never by parameter names. Each step is a few matrix products on the whole
+layer; there is no loop over neurons. A whole :class:`~torch_geometric.data.Batch`
+of pairs is matched with batched matrix products per layer; only the
+assignment itself (a C routine) runs once per pair.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from nngraph import activations as A
+from nngraph.graph import (architecture, layer_views, permute_hidden, rescale_hidden,
+                           stacked_layer_views, with_layers, with_stacked_layers)
+
+__all__ = ['Matching', 'match', 'match_layers', 'apply_matching', 'align', 'distance']
+
+Graph = Union[Data, Batch]
+
+
+class Matching(NamedTuple):
+    """The result of :func:`match`.
+
+    Attributes:
+        perms: one long tensor per hidden layer, ``[d_h]`` (or ``[B, d_h]`` for
+            a batch): aligned neuron ``i`` is ``other``'s neuron ``perms[h][i]``
+            (the convention of :func:`nngraph.graph.permute_hidden`).
+        signs: ``None`` without sign matching; else one tensor of ``+1``/``-1``
+            per hidden layer, shaped like ``perms``, applied after the
+            permutation (:func:`nngraph.graph.rescale_hidden`).
+        sweeps: number of sweeps over the hidden layers that ran (the largest
+            over the pairs of a batch), the last one changing nothing unless
+            ``max_iter`` was reached.
+    """
+
+    perms: List[Tensor]
+    signs: Optional[List[Tensor]]
+    sweeps: int
+
+
+# --------------------------------------------------------------------------- #
+# Core: coordinate descent on stacked numpy arrays [B, ...]
+# --------------------------------------------------------------------------- #
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def _coordinate_descent(
+    wa: List[np.ndarray], ba: List[np.ndarray], wb: List[np.ndarray], bb: List[np.ndarray],
+    signs: bool, max_iter: int, order: str, generator: Optional[torch.Generator],
+) -> Tuple[List[np.ndarray], List[np.ndarray], int]:
+    """``wa[l]``/``wb[l]`` are ``[B, d_{l+1}, d_l, C]`` (``B`` may be 1 on the
+    reference side and broadcast), ``ba[l]``/``bb[l]`` are ``[B, d_{l+1}, C]``.
+    Returns per-hidden-layer ``perms`` and ``signs`` (int arrays ``[B, d]``)."""
+    num_hidden = len(wb) - 1
+    B = max(wa[0].shape[0], wb[0].shape[0])
+    widths = [wb[h].shape[1] for h in range(num_hidden)]
+    perms = [np.broadcast_to(np.arange(d), (B, d)).copy() for d in widths]
+    sgns = [np.ones((B, d), dtype=wb[0].dtype) for d in widths]
+    if num_hidden == 0:
+        return perms, sgns, 0
+
+    def flat(w: np.ndarray) -> np.ndarray:          # [B, d, m, C] -> [B, d, m*C]
+        return w.reshape(w.shape[0], w.shape[1], -1)
+
+    def t(x: np.ndarray) -> np.ndarray:
+        return np.swapaxes(x, 1, 2)
+
+    # Terms that no permutation touches, computed once: every bias term, the
+    # incoming term of the first hidden layer (inputs are never permuted) and
+    # the outgoing term of the last one (outputs neither).
+    const = []
+    for h in range(num_hidden):
+        c = ba[h] @ t(bb[h])                                             # [B, d, d]
+        if h == 0:
+            c = c + flat(wa[0]) @ t(flat(wb[0]))
+        if h == num_hidden - 1:
+            c = c + flat(np.swapaxes(wa[h + 1], 1, 2)) @ t(flat(np.swapaxes(wb[h + 1], 1, 2)))
+        const.append(c)
+    # The outgoing weights with the *input* axis first, so that the next layer's
+    # permutation is a gather along axis 2: [B, d_h, d_{h+1}, C].
+    wa_out = [flat(np.swapaxes(wa[h + 1], 1, 2)) for h in range(num_hidden)]
+    wb_out = [np.swapaxes(wb[h + 1], 1, 2) for h in range(num_hidden)]
+    wa_in = [flat(wa[h]) for h in range(num_hidden)]
+
+    if B == 1:   # plain indexing is several times cheaper than take_along_axis
+        def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:      # axis 2
+            return w[:, :, p[0]]
+
+        def gather_rows(w: np.ndarray, p: np.ndarray) -> np.ndarray:  # axis 1
+            return w[:, p[0]]
+    else:
+        def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(w, p[:, None, :, None], axis=2)
+
+        def gather_rows(w: np.ndarray, p: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(w, p.reshape(p.shape + (1,) * (w.ndim - 2)), axis=1)
+
+    def similarity(h: int, outgoing: bool = True) -> np.ndarray:
+        s = const[h]
+        if h > 0:   # incoming weights, their columns moved by the previous layer's matching
+            w = gather(wb[h], perms[h - 1])
+            if signs:
+                w = w * sgns[h - 1][:, None, :, None]
+            s = s + wa_in[h] @ t(flat(w))
+        if outgoing and h < num_hidden - 1:   # outgoing weights, rows moved by the next layer's
+            w = gather(wb_out[h], perms[h + 1])
+            if signs:
+                w = w * sgns[h + 1][:, None, :, None]
+            s = s + wa_out[h] @ t(flat(w))
+        return np.broadcast_to(s, (B,) + s.shape[1:])
+
+    def objective() -> np.ndarray:
+        """<theta_a, matched theta_b> per pair, [B]."""
+        total = np.zeros(B)
+        for l in range(num_hidden + 1):
+            w, b = wb[l], bb[l]
+            if l < num_hidden:
+                w, b = gather_rows(w, perms[l]), gather_rows(b, perms[l])
+                if signs:
+                    w, b = w * sgns[l][:, :, None, None], b * sgns[l][:, :, None]
+            if l > 0:
+                w = gather(w, perms[l - 1])
+                if signs:
+                    w = w * sgns[l - 1][:, None, :, None]
+            total += (wa[l] * w).sum(axis=(1, 2, 3)) + (ba[l] * b).sum(axis=(1, 2))
+        return total
+
+    def solve(h: int, b: int, sim: np.ndarray, score: np.ndarray) -> bool:
+        """Best matching of layer h of pair b for this similarity; whether it changed."""
+        _, col = linear_sum_assignment(score[b], maximize=True)
+        changed = not np.array_equal(col, perms[h][b])
+        perms[h][b] = col
+        if signs:
+            new_sign = np.where(sim[b, np.arange(widths[h]), col] < 0, -1, 1).astype(sgns[h].dtype)
+            changed = changed or not np.array_equal(new_sign, sgns[h][b])
+            sgns[h][b] = new_sign
+        return changed
+
+    # Start: one forward pass, each hidden layer matched on what is already
+    # known (incoming weights through the previous layer's matching, bias, and
+    # the outgoing weights only for the last hidden layer, whose outputs are
+    # never permuted). From the identity instead, the outgoing term of a still
+    # arbitrary next-layer order swamps the few incoming weights of narrow
+    # first layers (2-D INRs) and the descent stalls far from a planted
+    # permutation. A pair keeps this start only if it does not lower the
+    # objective below the identity's, so the result is never worse than
+    # unaligned.
+    identity_objective = objective()
+    for h in range(num_hidden):
+        sim = similarity(h, outgoing=False)
+        score = np.abs(sim) if signs else sim
+        for b in range(B):
+            solve(h, b, sim, score)
+    worse = objective() < identity_objective
+    for b in np.flatnonzero(worse):
+        for h in range(num_hidden):
+            perms[h][b] = np.arange(widths[h])
+            sgns[h][b] = 1
+
+    # dirty[b, h]: the similarity of layer h of pair b changed since h was last
+    # solved. Solving an unchanged similarity again would give the same answer,
+    # so a pair is done when no layer is dirty: every layer is then optimal
+    # given the others, a fixed point of the coordinate descent. After the
+    # start only the last hidden layer was solved on its full similarity.
+    dirty = np.ones((B, num_hidden), dtype=bool)
+    dirty[~worse, num_hidden - 1] = False
+    sweeps = 0
+    while dirty.any() and sweeps < max_iter:
+        sweeps += 1
+        if order == 'random':
+            layer_order = torch.randperm(num_hidden, generator=generator).tolist()
+        else:
+            layer_order = range(num_hidden)
+        for h in layer_order:
+            todo = np.flatnonzero(dirty[:, h])
+            if todo.size == 0:
+                continue
+            sim = similarity(h)
+            score = np.abs(sim) if signs else sim
+            for b in todo:   # the assignment is per pair; all else is batched
+                dirty[b, h] = False
+                if solve(h, b, sim, score):
+                    dirty[b, max(h - 1, 0):h + 2] = True
+                    dirty[b, h] = False
+    return perms, sgns, sweeps
+
+
+# --------------------------------------------------------------------------- #
+# Public API
+# --------------------------------------------------------------------------- #
+
+_ORDERS = ('fixed', 'random')
+
+
+def match_layers(
+    ref_weights: Sequence[Tensor], ref_biases: Sequence[Tensor],
+    other_weights: Sequence[Tensor], other_biases: Sequence[Tensor],
+    *, signs: bool = False, max_iter: int = 100, order: str = 'fixed',
+    generator: Optional[torch.Generator] = None,
+) -> Matching:
+    """:func:`match` on per-layer views instead of graphs.
+
+    Takes the views of :func:`nngraph.graph.layer_views` (``W_l`` as
+    ``[d_{l+1}, d_l, C]``, ``b_l`` as ``[d_{l+1}, C]``) or of :func:`nngraph.graph.stacked_layer_views` (a leading
+    batch dim; the reference side may have batch size 1 and is then shared by
+    every ``other``). No checks beyond shapes and no activation check: the
+    caller decides whether sign flips are valid. See :func:`match`.
+    """
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+    if max_iter < 1:
+        raise ValueError(f'max_iter must be at least 1, got {max_iter}')
+    if len(ref_weights) != len(other_weights):
+        raise ValueError(f'reference has {len(ref_weights)} layers but other has {len(other_weights)}')
+    for name, ws, bs in (('reference', ref_weights, ref_biases), ('other', other_weights, other_biases)):
+        if ws[0].dim() not in (3, 4) or any(w.dim() != ws[0].dim() for w in ws) or \
+                any(b.dim() != ws[0].dim() - 1 for b in bs):
+            raise ValueError(f'{name} views must be W [d_out, d_in, C] and b [d_out, C] per layer, '
+                             f'or stacked with a leading batch dim; got weight shapes '
+                             f'{[tuple(w.shape) for w in ws]}, bias shapes {[tuple(b.shape) for b in bs]}')
+    stacked = other_weights[0].dim() == 4
+    # A single graph's views get a batch dim of 1 (a single reference is then
+    # shared by every network of a stacked ``other``).
+    wa = [_to_numpy(w) if w.dim() == 4 else _to_numpy(w)[None] for w in ref_weights]
+    ba = [_to_numpy(b) if b.dim() == 3 else _to_numpy(b)[None] for b in ref_biases]
+    wb = [_to_numpy(w) if stacked else _to_numpy(w)[None] for w in other_weights]
+    bb = [_to_numpy(b) if stacked else _to_numpy(b)[None] for b in other_biases]
+    dtype = np.result_type(wa[0], wb[0])
+    wa, ba, wb, bb = ([x.astype(dtype, copy=False) for x in xs] for xs in (wa, ba, wb, bb))
+    for l, (x, y) in enumerate(zip(wa, wb)):
+        if x.shape[1:] != y.shape[1:]:
+            raise ValueError(f'layer {l}: reference weight has shape {x.shape[1:3]} with {x.shape[3]} '
+                             f'channel(s) but other has {y.shape[1:3]} with {y.shape[3]}')
+    if wa[0].shape[0] not in (1, wb[0].shape[0]):
+        raise ValueError(f'{wa[0].shape[0]} reference networks cannot be paired with '
+                         f'{wb[0].shape[0]} others (give 1 reference or one per other)')
+
+    perms, sgns, sweeps = _coordinate_descent(wa, ba, wb, bb, signs, max_iter, order, generator)
+    device = other_weights[0].device
+    wdtype = other_weights[0].dtype
+    out_perms = [torch.from_numpy(p if stacked else p[0]).to(device) for p in perms]
+    out_signs = ([torch.from_numpy(g if stacked else g[0]).to(device=device, dtype=wdtype) for g in sgns]
+                 if signs else None)
+    return Matching(out_perms, out_signs, sweeps)
+
+
+def apply_matching(weights: Sequence[Tensor], biases: Sequence[Tensor],
+                   matching: Matching) -> Tuple[List[Tensor], List[Tensor]]:
+    """Applies a :class:`Matching` to per-layer views (single or stacked):
+    the permutations, then the signs. Returns new tensors."""
+    weights, biases = permute_hidden(weights, biases, matching.perms)
+    if matching.signs is not None:
+        weights, biases = rescale_hidden(weights, biases, matching.signs)
+    return weights, biases
+
+
+def _check_pair(reference: Graph, other: Graph, signs: bool, caller: str) -> None:
+    for name, g in (('reference', reference), ('other', other)):
+        if not isinstance(g, (Data, Batch)):
+            raise TypeError(f'{caller}: {name} must be a torch_geometric Data or Batch, '
+                            f'got {type(g).__name__}')
+    if isinstance(reference, Batch) and not isinstance(other, Batch):
+        raise TypeError(f'{caller}: a Batch reference needs a Batch other')
+    arch_a, arch_b = architecture(reference), architecture(other)
+    if len(set(arch_b)) > 1 or len(set(arch_a)) > 1:
+        raise ValueError(f'{caller}: a batch must hold one architecture, got '
+                         f'{sorted(set(arch_a) | set(arch_b))}')
+    if arch_a[0] != arch_b[0]:
+        raise ValueError(f'{caller} needs networks of one architecture: reference has layer sizes '
+                         f'{arch_a[0]}, other has {arch_b[0]}')
+    if len(arch_a) not in (1, len(arch_b)):
+        raise ValueError(f'{caller}: {len(arch_a)} reference networks cannot be paired with '
+                         f'{len(arch_b)} others (give 1 reference or one per other)')
+    for attr in ('edge_attr', 'x'):
+        ca, cb = getattr(reference, attr).size(-1), getattr(other, attr).size(-1)
+        if ca != cb:
+            raise ValueError(f'{caller}: reference has {ca} {attr} channel(s), other has {cb}')
+    if signs:
+        acts = other.activation
+        for act in ({acts} if isinstance(acts, (str, tuple)) else set(map(_hashable, acts))):
+            A.require(act, len(arch_b[0]) - 1, 'odd', f'{caller}(signs=True)')
+
+
+def _hashable(a):
+    return tuple(a) if isinstance(a, list) else a
+
+
+def _views(g: Graph):
+    return stacked_layer_views(g) if isinstance(g, Batch) else layer_views(g)
+
+
+def match(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int = 100,
+          order: str = 'fixed', generator: Optional[torch.Generator] = None) -> Matching:
+    r"""Finds the hidden-neuron permutations (and signs) that bring ``other``
+    closest to ``reference`` by weight matching (see the module docstring).
+
+    Args:
+        reference: the graph to align to; or a :class:`~torch_geometric.data.Batch`
+            of one architecture, one reference per ``other`` (or a single one).
+        other: the graph to permute, or a Batch of ``B`` of them.
+        signs: also match signs (each pair's sign is that of its similarity,
+            the assignment runs on :math:`|S_h|`); only for odd hidden
+            activations (sine, tanh).
+        max_iter: most sweeps over the hidden layers.
+        order: ``'fixed'`` visits hidden layers first to last in every sweep
+            (deterministic, draws no random numbers); ``'random'`` visits them
+            in a fresh random order per sweep (Git Re-Basin's choice; draws
+            from ``generator`` or torch's global RNG).
+        generator: optional generator for ``order='random'``.
+
+    Returns:
+        A :class:`Matching`: ``perms`` (and ``signs``) per hidden layer,
+        ``[d_h]`` for graphs, ``[B, d_h]`` for batches.
+
+    Raises:
+        ValueError: different layer sizes or feature channels, a bad ``order``,
+            or ``signs=True`` for an activation that is not odd (the error names
+            the activation).
+        TypeError: inputs that are not graphs.
+    """
+    _check_pair(reference, other, signs, 'align')
+    (wa, ba), (wb, bb) = _views(reference), _views(other)
+    return match_layers(wa, ba, wb, bb, signs=signs, max_iter=max_iter, order=order,
+                        generator=generator)
+
+
+def align(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int = 100,
+          order: str = 'fixed', generator: Optional[torch.Generator] = None,
+          return_perms: bool = False) -> Union[Graph, Tuple[Graph, Matching]]:
+    r"""``other`` with its hidden neurons permuted (and, with ``signs=True``,
+    sign-flipped) to best match ``reference``; it computes exactly the function
+    ``other`` computes.
+
+    Arguments are those of :func:`match`; with ``return_perms=True`` the
+    :class:`Matching` is returned too, as ``(aligned, matching)``. Works on one
+    pair of graphs or on a Batch of pairs (``other`` a Batch of one
+    architecture, ``reference`` a Batch of the same size or a single graph);
+    the batch is matched with batched matrix products, one assignment per pair.
+    Neither input is modified.
+    """
+    m = match(reference, other, signs=signs, max_iter=max_iter, order=order, generator=generator)
+    weights, biases = apply_matching(*_views(other), m)
+    if isinstance(other, Batch):
+        aligned = with_stacked_layers(other, weights, biases)
+    else:
+        aligned = with_layers(other, weights, biases)
+    return (aligned, m) if return_perms else aligned
+
+
+def distance(a: Graph, b: Graph) -> Tensor:
+    r"""Euclidean distance :math:`\lVert\theta_a - \theta_b\rVert_2` between
+    the parameters (all weights and biases) of two graphs of one architecture:
+    a scalar for two graphs, ``[B]`` for two uniform batches of ``B``."""
+    if a.edge_attr.shape != b.edge_attr.shape or a.x.shape != b.x.shape:
+        raise ValueError(f'distance needs graphs of one architecture: edge_attr {tuple(a.edge_attr.shape)} '
+                         f'vs {tuple(b.edge_attr.shape)}, x {tuple(a.x.shape)} vs {tuple(b.x.shape)}')
+    if isinstance(a, Batch):
+        B = a.num_graphs
+        de = (a.edge_attr - b.edge_attr).reshape(B, -1)
+        dx = (a.x - b.x).reshape(B, -1)
+        return (de.pow(2).sum(1) + dx.pow(2).sum(1)).sqrt()
+    return ((a.edge_attr - b.edge_attr).pow(2).sum() + (a.x - b.x).pow(2).sum()).sqrt()
