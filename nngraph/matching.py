@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import copy
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -50,10 +52,10 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from nngraph import activations as A
-from nngraph.graph import (architecture, layer_views, permute_hidden, rescale_hidden,
-                           stacked_layer_views, with_layers, with_stacked_layers)
+from nngraph.graph import architecture, layer_offsets, permute_hidden, rescale_hidden
 
-__all__ = ['Matching', 'match', 'match_layers', 'apply_matching', 'align', 'distance']
+__all__ = ['Matching', 'match', 'align', 'distance', 'match_layers', 'apply_matching',
+           'match_arrays', 'array_views', 'flat_index', 'permute_flat']
 
 Graph = Union[Data, Batch]
 
@@ -99,7 +101,7 @@ def _coordinate_descent(
     num_hidden = len(wb) - 1
     B = max(wa[0].shape[0], wb[0].shape[0])
     widths = [wb[h].shape[1] for h in range(num_hidden)]
-    perms = [np.broadcast_to(np.arange(d), (B, d)).copy() for d in widths]
+    perms = [np.tile(np.arange(d), (B, 1)) for d in widths]
     sgns = [np.ones((B, d), dtype=wb[0].dtype) for d in widths]
     if num_hidden == 0:
         return perms, sgns, 0
@@ -113,32 +115,26 @@ def _coordinate_descent(
     # Terms that no permutation touches, computed once: every bias term, the
     # incoming term of the first hidden layer (inputs are never permuted) and
     # the outgoing term of the last one (outputs neither).
-    const = []
-    for h in range(num_hidden):
-        c = ba[h] @ t(bb[h])                                             # [B, d, d]
-        if h == 0:
-            c = c + flat(wa[0]) @ t(flat(wb[0]))
-        if h == num_hidden - 1:
-            c = c + flat(np.swapaxes(wa[h + 1], 1, 2)) @ t(flat(np.swapaxes(wb[h + 1], 1, 2)))
-        const.append(c)
     # The outgoing weights with the *input* axis first, so that the next layer's
     # permutation is a gather along axis 2: [B, d_h, d_{h+1}, C].
     wa_out = [flat(np.swapaxes(wa[h + 1], 1, 2)) for h in range(num_hidden)]
     wb_out = [np.swapaxes(wb[h + 1], 1, 2) for h in range(num_hidden)]
     wa_in = [flat(wa[h]) for h in range(num_hidden)]
+    const = []
+    for h in range(num_hidden):
+        c = ba[h] @ t(bb[h])                                             # [B, d, d]
+        if h == 0:
+            c = c + wa_in[0] @ t(flat(wb[0]))
+        if h == num_hidden - 1:
+            c = c + wa_out[h] @ t(flat(wb_out[h]))
+        const.append(c)
 
     if B == 1:   # plain indexing is several times cheaper than take_along_axis
         def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:      # axis 2
             return w[:, :, p[0]]
-
-        def gather_rows(w: np.ndarray, p: np.ndarray) -> np.ndarray:  # axis 1
-            return w[:, p[0]]
     else:
         def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:
             return np.take_along_axis(w, p[:, None, :, None], axis=2)
-
-        def gather_rows(w: np.ndarray, p: np.ndarray) -> np.ndarray:
-            return np.take_along_axis(w, p.reshape(p.shape + (1,) * (w.ndim - 2)), axis=1)
 
     def similarity(h: int, outgoing: bool = True) -> np.ndarray:
         s = const[h]
@@ -152,81 +148,85 @@ def _coordinate_descent(
             if signs:
                 w = w * sgns[h + 1][:, None, :, None]
             s = s + wa_out[h] @ t(flat(w))
-        return np.broadcast_to(s, (B,) + s.shape[1:])
+        return s if s.shape[0] == B else np.broadcast_to(s, (B,) + s.shape[1:])
 
-    def objective() -> np.ndarray:
-        """<theta_a, matched theta_b> per pair, [B]."""
-        total = np.zeros(B)
-        for l in range(num_hidden + 1):
-            w, b = wb[l], bb[l]
-            if l < num_hidden:
-                w, b = gather_rows(w, perms[l]), gather_rows(b, perms[l])
-                if signs:
-                    w, b = w * sgns[l][:, :, None, None], b * sgns[l][:, :, None]
-            if l > 0:
-                w = gather(w, perms[l - 1])
-                if signs:
-                    w = w * sgns[l - 1][:, None, :, None]
-            total += (wa[l] * w).sum(axis=(1, 2, 3)) + (ba[l] * b).sum(axis=(1, 2))
-        return total
+    rows = [np.arange(d) for d in widths]
 
     def solve(h: int, b: int, sim: np.ndarray, score: np.ndarray) -> bool:
         """Best matching of layer h of pair b for this similarity; whether it changed."""
         _, col = linear_sum_assignment(score[b], maximize=True)
-        changed = not np.array_equal(col, perms[h][b])
+        if value is not None:
+            value[b] += score[b, rows[h], col].sum()
+        changed = not (col == perms[h][b]).all()
         perms[h][b] = col
         if signs:
-            new_sign = np.where(sim[b, np.arange(widths[h]), col] < 0, -1, 1).astype(sgns[h].dtype)
-            changed = changed or not np.array_equal(new_sign, sgns[h][b])
+            new_sign = np.where(sim[b, rows[h], col] < 0, -1, 1).astype(sgns[h].dtype)
+            changed = changed or not (new_sign == sgns[h][b]).all()
             sgns[h][b] = new_sign
         return changed
 
+    def descend(dirty: np.ndarray) -> int:
+        """Coordinate descent until no layer of any pair is dirty; sweeps run.
+
+        dirty[b, h]: the similarity of layer h of pair b changed since h was
+        last solved. Solving an unchanged similarity again would give the same
+        answer, so a pair is done when no layer is dirty: every layer is then
+        optimal given the others, a fixed point of the coordinate descent.
+        """
+        sweeps = 0
+        while dirty.any() and sweeps < max_iter:
+            sweeps += 1
+            if order == 'random':
+                layer_order = torch.randperm(num_hidden, generator=generator).tolist()
+            else:
+                layer_order = range(num_hidden)
+            for h in layer_order:
+                todo = np.flatnonzero(dirty[:, h])
+                if todo.size == 0:
+                    continue
+                sim = similarity(h)
+                score = np.abs(sim) if signs else sim
+                for b in todo:   # the assignment is per pair; all else is batched
+                    dirty[b, h] = False
+                    if solve(h, b, sim, score):
+                        dirty[b, max(h - 1, 0):h + 2] = True
+                        dirty[b, h] = False
+        return sweeps
+
+    # <theta_a, theta_b> before any matching, per pair
+    if B == 1:
+        identity_objective = np.array([sum(float(np.vdot(wa[l], wb[l])) + float(np.vdot(ba[l], bb[l]))
+                                           for l in range(num_hidden + 1))])
+    else:
+        identity_objective = sum((wa[l] * wb[l]).sum(axis=(1, 2, 3)) + (ba[l] * bb[l]).sum(axis=(1, 2))
+                                 for l in range(num_hidden + 1))
     # Start: one forward pass, each hidden layer matched on what is already
     # known (incoming weights through the previous layer's matching, bias, and
     # the outgoing weights only for the last hidden layer, whose outputs are
     # never permuted). From the identity instead, the outgoing term of a still
     # arbitrary next-layer order swamps the few incoming weights of narrow
     # first layers (2-D INRs) and the descent stalls far from a planted
-    # permutation. A pair keeps this start only if it does not lower the
-    # objective below the identity's, so the result is never worse than
-    # unaligned.
-    identity_objective = objective()
+    # permutation. These partial similarities cover every parameter but the
+    # output bias exactly once, so the assignments' values add up to the
+    # objective of the start.
+    value = (ba[num_hidden] * bb[num_hidden]).sum(axis=(1, 2)) + np.zeros(B)
     for h in range(num_hidden):
         sim = similarity(h, outgoing=False)
         score = np.abs(sim) if signs else sim
         for b in range(B):
             solve(h, b, sim, score)
-    worse = objective() < identity_objective
-    for b in np.flatnonzero(worse):
-        for h in range(num_hidden):
-            perms[h][b] = np.arange(widths[h])
-            sgns[h][b] = 1
-
-    # dirty[b, h]: the similarity of layer h of pair b changed since h was last
-    # solved. Solving an unchanged similarity again would give the same answer,
-    # so a pair is done when no layer is dirty: every layer is then optimal
-    # given the others, a fixed point of the coordinate descent. After the
-    # start only the last hidden layer was solved on its full similarity.
+    # The descent never lowers the objective, so a pair whose start is below
+    # the identity's starts from the identity instead: the result is never
+    # farther from the reference than unaligned.
+    worse = value < identity_objective
+    value = None
+    for h in range(num_hidden):
+        perms[h][worse] = np.arange(widths[h])
+        sgns[h][worse] = 1
+    # After the start only the last hidden layer was solved on its full similarity.
     dirty = np.ones((B, num_hidden), dtype=bool)
     dirty[~worse, num_hidden - 1] = False
-    sweeps = 0
-    while dirty.any() and sweeps < max_iter:
-        sweeps += 1
-        if order == 'random':
-            layer_order = torch.randperm(num_hidden, generator=generator).tolist()
-        else:
-            layer_order = range(num_hidden)
-        for h in layer_order:
-            todo = np.flatnonzero(dirty[:, h])
-            if todo.size == 0:
-                continue
-            sim = similarity(h)
-            score = np.abs(sim) if signs else sim
-            for b in todo:   # the assignment is per pair; all else is batched
-                dirty[b, h] = False
-                if solve(h, b, sim, score):
-                    dirty[b, max(h - 1, 0):h + 2] = True
-                    dirty[b, h] = False
+    sweeps = descend(dirty)
     return perms, sgns, sweeps
 
 
@@ -235,6 +235,99 @@ def _coordinate_descent(
 # --------------------------------------------------------------------------- #
 
 _ORDERS = ('fixed', 'random')
+
+
+def array_views(edge_attr: np.ndarray, x: np.ndarray, layer_sizes: Sequence[int]
+                ) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Per-layer numpy views of stacked flat parameters: ``edge_attr [B, E, C]``
+    and ``x [B, N, C]`` give ``W_l`` as ``[B, d_{l+1}, d_l, C]`` and ``b_l`` as
+    ``[B, d_{l+1}, C]`` (the canonical order of DESIGN.md, no copies)."""
+    sizes = tuple(layer_sizes)
+    node_off, edge_off = layer_offsets(sizes)
+    B = edge_attr.shape[0]
+    weights = [edge_attr[:, edge_off[l]:edge_off[l + 1]].reshape(B, sizes[l + 1], sizes[l], -1)
+               for l in range(len(sizes) - 1)]
+    biases = [x[:, node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]
+    return weights, biases
+
+
+def match_arrays(wa: Sequence[np.ndarray], ba: Sequence[np.ndarray],
+                 wb: Sequence[np.ndarray], bb: Sequence[np.ndarray], *, signs: bool = False,
+                 max_iter: int = 100, order: str = 'fixed',
+                 generator: Optional[torch.Generator] = None,
+                 ) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]], int]:
+    """The matching core on numpy arrays shaped as :func:`array_views` returns
+    them (the reference side may have batch size 1). Returns ``(perms, signs,
+    sweeps)`` with ``perms[h]`` an int array ``[B, d_h]`` and ``signs[h]`` a
+    ``+1``/``-1`` array (``None`` without sign matching). See :func:`match`."""
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+    if max_iter < 1:
+        raise ValueError(f'max_iter must be at least 1, got {max_iter}')
+    if len(wa) != len(wb):
+        raise ValueError(f'reference has {len(wa)} layers but other has {len(wb)}')
+    for l, (x, y) in enumerate(zip(wa, wb)):
+        if x.shape[1:] != y.shape[1:]:
+            raise ValueError(f'layer {l}: reference weight has shape {x.shape[1:3]} with {x.shape[3]} '
+                             f'channel(s) but other has {y.shape[1:3]} with {y.shape[3]}')
+    if wa[0].shape[0] not in (1, wb[0].shape[0]):
+        raise ValueError(f'{wa[0].shape[0]} reference networks cannot be paired with '
+                         f'{wb[0].shape[0]} others (give 1 reference or one per other)')
+    dtype = np.result_type(wa[0], wb[0])
+    if any(x.dtype != dtype for xs in (wa, ba, wb, bb) for x in xs):
+        wa, ba, wb, bb = ([x.astype(dtype, copy=False) for x in xs] for xs in (wa, ba, wb, bb))
+    perms, sgns, sweeps = _coordinate_descent(wa, ba, wb, bb, signs, max_iter, order, generator)
+    return perms, (sgns if signs else None), sweeps
+
+
+def flat_index(layer_sizes: Sequence[int], perms: Sequence[np.ndarray],
+               signs: Optional[Sequence[np.ndarray]] = None):
+    """A matching as one gather over a whole graph's flat parameters.
+
+    Returns ``(edge_index, edge_sign, node_index, node_sign)``, ``[B, E]`` and
+    ``[B, N]`` numpy arrays (signs ``None`` without sign matching), such that
+    the matched network has ``edge_attr[b] = edge_attr_other[b][edge_index[b]]
+    * edge_sign[b]`` and likewise for ``x``: weight ``(i, j)`` of layer ``l``
+    comes from ``(perms[l][i], perms[l-1][j])``, the identity for the input
+    and output layers.
+    """
+    sizes = tuple(layer_sizes)
+    node_off, edge_off = layer_offsets(sizes)
+    B = perms[0].shape[0] if perms else 1
+    full = [np.tile(np.arange(sizes[0]), (B, 1))] + list(perms) + [np.tile(np.arange(sizes[-1]), (B, 1))]
+    edge_idx = np.concatenate(
+        [(edge_off[l] + full[l + 1][:, :, None] * sizes[l] + full[l][:, None, :]).reshape(B, -1)
+         for l in range(len(sizes) - 1)], axis=1)
+    node_idx = np.concatenate([node_off[l] + full[l] for l in range(len(sizes))], axis=1)
+    if signs is None:
+        return edge_idx, None, node_idx, None
+    dtype = signs[0].dtype if signs else np.float32
+    sfull = [np.ones((B, sizes[0]), dtype)] + list(signs) + [np.ones((B, sizes[-1]), dtype)]
+    edge_sign = np.concatenate([(sfull[l + 1][:, :, None] * sfull[l][:, None, :]).reshape(B, -1)
+                                for l in range(len(sizes) - 1)], axis=1)
+    return edge_idx, edge_sign, node_idx, np.concatenate(sfull, axis=1)
+
+
+def _gather(t: Tensor, index: np.ndarray, sign: Optional[np.ndarray]) -> Tensor:
+    """``t [B, M, C]`` gathered along ``M`` by ``index [B, M]``, times ``sign``."""
+    idx = torch.from_numpy(index).to(t.device)
+    if t.shape[0] == 1:
+        out = t[0].index_select(0, idx[0]).unsqueeze(0)
+    else:
+        out = torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+    if sign is not None:
+        out = out * torch.from_numpy(sign).to(device=t.device, dtype=t.dtype).unsqueeze(-1)
+    return out
+
+
+def permute_flat(edge_attr: Tensor, x: Tensor, layer_sizes: Sequence[int],
+                 perms: Sequence[np.ndarray], signs: Optional[Sequence[np.ndarray]] = None
+                 ) -> Tuple[Tensor, Tensor]:
+    """Applies a matching (numpy ``perms``/``signs`` ``[B, d_h]``) to stacked
+    flat parameters ``edge_attr [B, E, C]`` and ``x [B, N, C]``: one gather
+    for all layers (:func:`flat_index`). Returns new tensors."""
+    e_idx, e_sign, n_idx, n_sign = flat_index(layer_sizes, perms, signs)
+    return _gather(edge_attr, e_idx, e_sign), _gather(x, n_idx, n_sign)
 
 
 def match_layers(
@@ -246,17 +339,11 @@ def match_layers(
     """:func:`match` on per-layer views instead of graphs.
 
     Takes the views of :func:`nngraph.graph.layer_views` (``W_l`` as
-    ``[d_{l+1}, d_l, C]``, ``b_l`` as ``[d_{l+1}, C]``) or of :func:`nngraph.graph.stacked_layer_views` (a leading
-    batch dim; the reference side may have batch size 1 and is then shared by
-    every ``other``). No checks beyond shapes and no activation check: the
-    caller decides whether sign flips are valid. See :func:`match`.
+    ``[d_{l+1}, d_l, C]``, ``b_l`` as ``[d_{l+1}, C]``) or of
+    :func:`nngraph.graph.stacked_layer_views` (a leading batch dim; the
+    reference side may be a single graph's views, shared by every ``other``).
+    No activation check: the caller decides whether sign flips are valid.
     """
-    if order not in _ORDERS:
-        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-    if max_iter < 1:
-        raise ValueError(f'max_iter must be at least 1, got {max_iter}')
-    if len(ref_weights) != len(other_weights):
-        raise ValueError(f'reference has {len(ref_weights)} layers but other has {len(other_weights)}')
     for name, ws, bs in (('reference', ref_weights, ref_biases), ('other', other_weights, other_biases)):
         if ws[0].dim() not in (3, 4) or any(w.dim() != ws[0].dim() for w in ws) or \
                 any(b.dim() != ws[0].dim() - 1 for b in bs):
@@ -270,22 +357,16 @@ def match_layers(
     ba = [_to_numpy(b) if b.dim() == 3 else _to_numpy(b)[None] for b in ref_biases]
     wb = [_to_numpy(w) if stacked else _to_numpy(w)[None] for w in other_weights]
     bb = [_to_numpy(b) if stacked else _to_numpy(b)[None] for b in other_biases]
-    dtype = np.result_type(wa[0], wb[0])
-    wa, ba, wb, bb = ([x.astype(dtype, copy=False) for x in xs] for xs in (wa, ba, wb, bb))
-    for l, (x, y) in enumerate(zip(wa, wb)):
-        if x.shape[1:] != y.shape[1:]:
-            raise ValueError(f'layer {l}: reference weight has shape {x.shape[1:3]} with {x.shape[3]} '
-                             f'channel(s) but other has {y.shape[1:3]} with {y.shape[3]}')
-    if wa[0].shape[0] not in (1, wb[0].shape[0]):
-        raise ValueError(f'{wa[0].shape[0]} reference networks cannot be paired with '
-                         f'{wb[0].shape[0]} others (give 1 reference or one per other)')
+    perms, sgns, sweeps = match_arrays(wa, ba, wb, bb, signs=signs, max_iter=max_iter,
+                                       order=order, generator=generator)
+    return _to_matching(perms, sgns, sweeps, stacked, other_weights[0])
 
-    perms, sgns, sweeps = _coordinate_descent(wa, ba, wb, bb, signs, max_iter, order, generator)
-    device = other_weights[0].device
-    wdtype = other_weights[0].dtype
-    out_perms = [torch.from_numpy(p if stacked else p[0]).to(device) for p in perms]
-    out_signs = ([torch.from_numpy(g if stacked else g[0]).to(device=device, dtype=wdtype) for g in sgns]
-                 if signs else None)
+
+def _to_matching(perms, sgns, sweeps, stacked: bool, like: Tensor) -> Matching:
+    out_perms = [torch.from_numpy(p if stacked else p[0]).to(like.device) for p in perms]
+    out_signs = (None if sgns is None else
+                 [torch.from_numpy(g if stacked else g[0]).to(device=like.device, dtype=like.dtype)
+                  for g in sgns])
     return Matching(out_perms, out_signs, sweeps)
 
 
@@ -330,8 +411,22 @@ def _hashable(a):
     return tuple(a) if isinstance(a, list) else a
 
 
-def _views(g: Graph):
-    return stacked_layer_views(g) if isinstance(g, Batch) else layer_views(g)
+def _flat(g: Graph) -> Tuple[Tensor, Tensor]:
+    """``edge_attr [B, E, C]`` and ``x [B, N, C]`` of a graph (B = 1) or a uniform batch."""
+    B = g.num_graphs if isinstance(g, Batch) else 1
+    return g.edge_attr.reshape(B, -1, g.edge_attr.size(-1)), g.x.reshape(B, -1, g.x.size(-1))
+
+
+def _match_graphs(reference: Graph, other: Graph, signs: bool, max_iter: int, order: str,
+                  generator: Optional[torch.Generator]):
+    _check_pair(reference, other, signs, 'align')
+    sizes = architecture(other)[0]
+    (ea_a, x_a), (ea_b, x_b) = _flat(reference), _flat(other)
+    wa, ba = array_views(_to_numpy(ea_a), _to_numpy(x_a), sizes)
+    wb, bb = array_views(_to_numpy(ea_b), _to_numpy(x_b), sizes)
+    perms, sgns, sweeps = match_arrays(wa, ba, wb, bb, signs=signs, max_iter=max_iter,
+                                       order=order, generator=generator)
+    return sizes, ea_b, x_b, perms, sgns, sweeps
 
 
 def match(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int = 100,
@@ -363,10 +458,8 @@ def match(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int 
             the activation).
         TypeError: inputs that are not graphs.
     """
-    _check_pair(reference, other, signs, 'align')
-    (wa, ba), (wb, bb) = _views(reference), _views(other)
-    return match_layers(wa, ba, wb, bb, signs=signs, max_iter=max_iter, order=order,
-                        generator=generator)
+    _, ea_b, _, perms, sgns, sweeps = _match_graphs(reference, other, signs, max_iter, order, generator)
+    return _to_matching(perms, sgns, sweeps, isinstance(other, Batch), ea_b)
 
 
 def align(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int = 100,
@@ -383,13 +476,15 @@ def align(reference: Graph, other: Graph, *, signs: bool = False, max_iter: int 
     the batch is matched with batched matrix products, one assignment per pair.
     Neither input is modified.
     """
-    m = match(reference, other, signs=signs, max_iter=max_iter, order=order, generator=generator)
-    weights, biases = apply_matching(*_views(other), m)
-    if isinstance(other, Batch):
-        aligned = with_stacked_layers(other, weights, biases)
-    else:
-        aligned = with_layers(other, weights, biases)
-    return (aligned, m) if return_perms else aligned
+    sizes, ea_b, x_b, perms, sgns, sweeps = _match_graphs(reference, other, signs, max_iter,
+                                                          order, generator)
+    ea, x = permute_flat(ea_b, x_b, sizes, perms, sgns)
+    aligned = copy.copy(other)
+    aligned.edge_attr = ea.reshape(other.edge_attr.shape)
+    aligned.x = x.reshape(other.x.shape)
+    if return_perms:
+        return aligned, _to_matching(perms, sgns, sweeps, isinstance(other, Batch), ea_b)
+    return aligned
 
 
 def distance(a: Graph, b: Graph) -> Tensor:

@@ -1,8 +1,10 @@
 """MixUp in weight space: interpolate a network with a partner of its architecture."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import functools
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -11,23 +13,45 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import (layer_offsets, layer_views, permute_hidden, stacked_layer_views,
-                           with_layers, with_stacked_layers)
-from nngraph.matching import apply_matching, match_layers
+from nngraph.graph import layer_offsets
+from nngraph.matching import array_views, match_arrays, permute_flat
 
-__all__ = ['WeightMixUp', 'sample_lam', 'soft_label']
+__all__ = ['WeightMixUp', 'sample_lam', 'soft_label', 'random_flat_index', 'aligned_flat',
+           'mix_flat', 'batch_architecture']
 
 _MODES = ('vanilla', 'permute', 'align')
 
 
-def sample_lam(alpha: Optional[float], shape: Tuple[int, ...] = (), *, dtype=None,
-               device=None) -> Tensor:
+def sample_lam(alpha: Optional[float], shape: Tuple[int, ...] = (), *, device=None) -> Tensor:
     r"""Mixing coefficients :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)`,
     or :math:`\mathcal{U}(0, 1)` for ``alpha=None``, from torch's global RNG."""
     if alpha is None:
-        return torch.rand(shape, dtype=dtype, device=device)
-    conc = torch.full(shape, float(alpha), dtype=dtype or torch.get_default_dtype(), device=device)
-    return torch.distributions.Beta(conc, conc).sample()
+        return torch.rand(shape, device=device)
+    return _Beta(alpha).sample(shape, device)
+
+
+class _Beta:
+    r"""Draws :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` as
+    :math:`G_1 / (G_1 + G_2)` with :math:`G_i \sim \Gamma(\alpha, 1)`, from
+    torch's global RNG (``torch.distributions.Beta`` goes through a Dirichlet
+    with autograd bookkeeping and costs several times more per draw)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = float(alpha)
+        self._conc: Dict[Tuple[Tuple[int, ...], torch.device], Tensor] = {}
+
+    def sample(self, shape: Tuple[int, ...] = (), device=None) -> Tensor:
+        key = (tuple(shape), torch.device(device or 'cpu'))
+        conc = self._conc.get(key)
+        if conc is None:
+            conc = self._conc[key] = torch.full((2,) + key[0], self.alpha, device=key[1])
+        # the sampler behind torch.distributions.Gamma, without its per-call wrapping
+        g = torch._standard_gamma(conc)
+        return g[0] / (g[0] + g[1])
+
+
+def _beta(alpha: Optional[float]) -> Optional[_Beta]:
+    return None if alpha is None else _Beta(alpha)
 
 
 def soft_label(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -42,16 +66,34 @@ def soft_label(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
         if y.shape[-1] != num_classes:
             raise ValueError(f'soft label has {y.shape[-1]} classes but num_classes is {num_classes}')
         return y.to(dtype)
+    if y.numel() == 1:   # the common case, one graph's class: a row of a cached identity
+        c = int(y)
+        if not 0 <= c < num_classes:
+            raise ValueError(f'label {c} is outside [0, {num_classes}); pass num_classes')
+        return _eye(num_classes, dtype, y.device)[c:c + 1].clone()
     y = y.reshape(-1).long()
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f'label {y.tolist()} is outside [0, {num_classes}); pass num_classes')
     return F.one_hot(y, num_classes).to(dtype)
 
 
+@functools.lru_cache(maxsize=32)
+def _eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.eye(n, dtype=dtype, device=device)
+
+
 def _arch_key(g: Data) -> tuple:
+    """What a partner must share with the sample: layer sizes, activation,
+    feature channels and dtype."""
     act = g.activation
-    return (tuple(g.layer_sizes), A.compact(A.per_layer(act, len(g.layer_sizes) - 1)),
-            g.edge_attr.size(-1), g.x.size(-1), g.edge_attr.dtype)
+    ea, x = g.edge_attr, g.x
+    return _key(tuple(g.layer_sizes), tuple(act) if isinstance(act, list) else act,
+                ea.size(-1), x.size(-1), ea.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _key(sizes: Tuple[int, ...], act, c_edge: int, c_node: int, dtype: torch.dtype) -> tuple:
+    return (sizes, A.compact(A.per_layer(act, len(sizes) - 1)), c_edge, c_node, dtype)
 
 
 def _describe(key: tuple) -> str:
@@ -115,32 +157,75 @@ class _PartnerBank:
         return hit
 
 
-def _split(ea: Tensor, x: Tensor, sizes: Tuple[int, ...]) -> Tuple[List[Tensor], List[Tensor]]:
-    """Stacked layer views ``[n, d_{l+1}, d_l, C]`` / ``[n, d_{l+1}, C]`` of
-    stacked flat parameters ``ea [n, E, C]`` and ``x [n, N, C]``."""
+def _gather(t: Tensor, index: Tensor, sign: Optional[Tensor] = None) -> Tensor:
+    """``t [B, M, C]`` gathered along ``M`` by ``index [B, M]``, times ``sign [B, M]``."""
+    out = torch.gather(t, 1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+    return out if sign is None else out * sign.unsqueeze(-1).to(t.dtype)
+
+
+def random_flat_index(layer_sizes: Sequence[int], batch: int, device=None, signs: bool = False):
+    """A uniform random permutation of every hidden layer (and, with
+    ``signs``, uniform random signs), as one gather over flat parameters:
+    ``(edge_index [B, E], edge_sign, node_index [B, N], node_sign)`` torch
+    tensors on ``device`` (signs ``None`` unless asked for), the layout of
+    :func:`nngraph.matching.flat_index`. Permutations are argsorts of uniform
+    noise (one op for the whole batch); draws from torch's global RNG."""
+    sizes = tuple(layer_sizes)
     node_off, edge_off = layer_offsets(sizes)
-    n = ea.shape[0]
-    weights = [ea[:, edge_off[l]:edge_off[l + 1]].reshape(n, sizes[l + 1], sizes[l], -1)
-               for l in range(len(sizes) - 1)]
-    biases = [x[:, node_off[l + 1]:node_off[l + 2]] for l in range(len(sizes) - 1)]
-    return weights, biases
+    B = batch
+    ends = [torch.arange(sizes[0], device=device).expand(B, -1)]
+    hidden = [torch.rand(B, d, device=device).argsort(dim=1) for d in sizes[1:-1]]
+    full = ends + hidden + [torch.arange(sizes[-1], device=device).expand(B, -1)]
+    e_idx = torch.cat([(edge_off[l] + full[l + 1][:, :, None] * sizes[l] + full[l][:, None, :]).reshape(B, -1)
+                       for l in range(len(sizes) - 1)], dim=1)
+    n_idx = torch.cat([node_off[l] + full[l] for l in range(len(sizes))], dim=1)
+    if not signs:
+        return e_idx, None, n_idx, None
+    flips = [torch.randint(0, 2, (B, d), device=device) * 2 - 1 for d in sizes[1:-1]]
+    sfull = ([torch.ones(B, sizes[0], dtype=torch.long, device=device)] + flips
+             + [torch.ones(B, sizes[-1], dtype=torch.long, device=device)])
+    e_sign = torch.cat([(sfull[l + 1][:, :, None] * sfull[l][:, None, :]).reshape(B, -1)
+                        for l in range(len(sizes) - 1)], dim=1)
+    return e_idx, e_sign, n_idx, torch.cat(sfull, dim=1)
 
 
-def random_perms(sizes: Sequence[int], batch: Optional[int] = None, device=None) -> List[Tensor]:
-    """One uniform random permutation per hidden layer, ``[d]`` or ``[B, d]``
-    (argsort of uniform noise: one op for a whole batch), global RNG."""
-    shape = () if batch is None else (batch,)
-    return [torch.rand(shape + (d,), device=device).argsort(dim=-1) for d in sizes[1:-1]]
+def aligned_flat(ea_ref: Tensor, x_ref: Tensor, ea: Tensor, x: Tensor, layer_sizes: Sequence[int],
+                 signs: bool, max_iter: int) -> Tuple[Tensor, Tensor]:
+    """``ea [B, E, C]``, ``x [B, N, C]`` aligned to the references (same
+    shapes, or batch 1) by :func:`nngraph.matching.match_arrays`; numpy on
+    the CPU, one assignment per pair and hidden layer."""
+    def np_(t: Tensor) -> np.ndarray:
+        t = t.detach()
+        return (t if t.dtype in (torch.float32, torch.float64) else t.float()).cpu().numpy()
+    wa, ba = array_views(np_(ea_ref), np_(x_ref), layer_sizes)
+    wb, bb = array_views(np_(ea), np_(x), layer_sizes)
+    perms, sgns, _ = match_arrays(wa, ba, wb, bb, signs=signs, max_iter=max_iter)
+    return permute_flat(ea, x, layer_sizes, perms, sgns)
 
 
-def mix_layers(lam: Tensor, wa: Sequence[Tensor], ba: Sequence[Tensor],
-               wb: Sequence[Tensor], bb: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-    r""":math:`\lambda a + (1 - \lambda) b` per layer; ``lam`` is a scalar or
-    ``[B]`` for stacked views (broadcast over each graph's parameters)."""
-    def mix(a: Tensor, b: Tensor) -> Tensor:
-        lm = lam.to(a.dtype).reshape(lam.shape + (1,) * (a.dim() - lam.dim()))
-        return torch.lerp(b, a, lm)   # b + lam (a - b)
-    return [mix(a, b) for a, b in zip(wa, wb)], [mix(a, b) for a, b in zip(ba, bb)]
+def mix_flat(lam: Tensor, ea_a: Tensor, x_a: Tensor, ea_b: Tensor, x_b: Tensor,
+             num_inputs: int) -> Tuple[Tensor, Tensor]:
+    r""":math:`\lambda a + (1 - \lambda) b` of stacked flat parameters
+    (``[B, E, C]``, ``[B, N, C]``, ``lam [B]``), keeping ``a``'s input-node
+    rows. ``torch.lerp`` returns ``a`` exactly at :math:`\lambda = 1` and
+    ``b`` exactly at 0."""
+    lm = lam.to(ea_a.dtype).view(-1, 1, 1)
+    ea = torch.lerp(ea_b, ea_a, lm)
+    x = torch.cat([x_a[:, :num_inputs], torch.lerp(x_b[:, num_inputs:], x_a[:, num_inputs:], lm)], dim=1)
+    return ea, x
+
+
+def batch_architecture(batch: Batch, caller: str) -> Tuple[Tuple[int, ...], object]:
+    """``(layer_sizes, activation)`` shared by every graph of ``batch``, or a
+    ``ValueError`` naming ``caller``."""
+    sizes = batch.layer_sizes
+    sizes = [tuple(sizes)] if sizes and isinstance(sizes[0], int) else [tuple(s) for s in sizes]
+    acts = batch.activation
+    acts = [acts] if isinstance(acts, str) else [tuple(a) if isinstance(a, list) else a for a in acts]
+    if any(s != sizes[0] for s in sizes) or any(a != acts[0] for a in acts):
+        raise ValueError(f'{caller}: the batch path needs one architecture, got layer sizes '
+                         f'{sorted(set(sizes))} and activations {sorted(set(map(str, acts)))}')
+    return sizes[0], acts[0]
 
 
 @functional_transform('weight_mixup')
@@ -200,13 +285,16 @@ class WeightMixUp(BaseTransform):
         if signs and mode != 'align':
             raise ValueError(f"WeightMixUp: signs=True needs mode='align', got mode={mode!r}")
         self.mode, self.alpha, self.signs, self.lam, self.max_iter = mode, alpha, signs, lam, max_iter
+        self._beta = _beta(alpha)
         self.bank = _PartnerBank(source, num_classes, 'WeightMixUp')
         self.num_classes = self.bank.num_classes
 
     def _lam(self, shape: Tuple[int, ...], device) -> Tensor:
         if self.lam is not None:
             return torch.full(shape, float(self.lam), device=device)
-        return sample_lam(self.alpha, shape, device=device)
+        if self._beta is None:
+            return torch.rand(shape, device=device)
+        return self._beta.sample(shape, device)
 
     def _check_signs(self, key: tuple) -> None:
         if self.signs:
@@ -223,55 +311,45 @@ class WeightMixUp(BaseTransform):
         lm = lam.to(dtype).reshape(-1, 1)
         return torch.lerp(y_partner.to(dtype), ys, lm)
 
-    def _partner(self, wa, ba, wb, bb, sizes, batch: Optional[int], device):
+    def _partner(self, ea_s: Tensor, x_s: Tensor, ea_p: Tensor, x_p: Tensor,
+                 sizes: Tuple[int, ...]) -> Tuple[Tensor, Tensor]:
         if self.mode == 'permute':
-            return permute_hidden(wb, bb, random_perms(sizes, batch, device))
+            e_idx, _, n_idx, _ = random_flat_index(sizes, ea_p.shape[0], ea_p.device)
+            return _gather(ea_p, e_idx), _gather(x_p, n_idx)
         if self.mode == 'align':
-            m = match_layers(wa, ba, wb, bb, signs=self.signs, max_iter=self.max_iter)
-            return apply_matching(wb, bb, m)
-        return wb, bb
+            return aligned_flat(ea_s, x_s, ea_p, x_p, sizes, self.signs, self.max_iter)
+        return ea_p, x_p
+
+    def _mix(self, data, key: tuple, B: int):
+        """Shared by both paths: ``data``'s flat parameters are ``[B, E, C]``."""
+        self._check_signs(key)
+        sizes, device = key[0], data.edge_attr.device
+        ea_bank, x_bank, y_bank = self.bank.get(key, device)
+        if B == 1:   # a slice is a view; indexing with a tensor would copy
+            i = int(torch.randint(ea_bank.shape[0], (1,)))
+            idx = slice(i, i + 1)
+        else:
+            idx = torch.randint(ea_bank.shape[0], (B,)).to(device)
+        lam = self._lam((B,), device)
+        ea_in, x_in = data.edge_attr, data.x
+        ea_s = ea_in.view(B, -1, ea_in.size(-1))
+        x_s = x_in.view(B, -1, x_in.size(-1))
+        ea_p, x_p = self._partner(ea_s, x_s, ea_bank[idx], x_bank[idx], sizes)
+        ea, x = mix_flat(lam, ea_s, x_s, ea_p, x_p, sizes[0])
+        y = self._labels(getattr(data, 'y', None), None if y_bank is None else y_bank[idx], lam)
+        # ``data`` is already BaseTransform's shallow copy: assign new tensors to it
+        data.edge_attr, data.x = ea.view(ea_in.shape), x.view(x_in.shape)
+        if y is not None:
+            data.y = y
+        return data
 
     def forward(self, data: Data) -> Data:
         if isinstance(data, Batch):
-            return self._forward_batch(data)
-        key = _arch_key(data)
-        self._check_signs(key)
-        sizes = key[0]
-        ea_bank, x_bank, y_bank = self.bank.get(key, data.edge_attr.device)
-        idx = torch.randint(ea_bank.shape[0], (1,)).to(ea_bank.device)
-        lam = self._lam((), data.edge_attr.device)
-        wp, bp = _split(ea_bank[idx], x_bank[idx], sizes)
-        wp, bp = [w[0] for w in wp], [b[0] for b in bp]
-        ws, bs = layer_views(data)
-        wp, bp = self._partner(ws, bs, wp, bp, sizes, None, data.edge_attr.device)
-        out = with_layers(data, *mix_layers(lam, ws, bs, wp, bp))
-        y = self._labels(getattr(data, 'y', None), None if y_bank is None else y_bank[idx], lam)
-        if y is not None:
-            out.y = y
-        return out
-
-    def _forward_batch(self, batch: Batch) -> Batch:
-        acts = batch.activation
-        acts = [acts] if isinstance(acts, (str, tuple)) else list(acts)
-        if any(a != acts[0] for a in acts):
-            raise ValueError('WeightMixUp: the batch mixes activations; the batch path needs one '
-                             'architecture (layer sizes and activation)')
-        ws, bs = stacked_layer_views(batch)   # raises for mixed layer sizes
-        first = Data(layer_sizes=tuple(batch.layer_sizes[0]), activation=acts[0],
-                     edge_attr=batch.edge_attr[:1], x=batch.x[:1])
-        key = _arch_key(first)
-        self._check_signs(key)
-        sizes, B, device = key[0], batch.num_graphs, batch.edge_attr.device
-        ea_bank, x_bank, y_bank = self.bank.get(key, device)
-        idx = torch.randint(ea_bank.shape[0], (B,)).to(device)
-        lam = self._lam((B,), device)
-        wp, bp = _split(ea_bank[idx], x_bank[idx], sizes)
-        wp, bp = self._partner(ws, bs, wp, bp, sizes, B, device)
-        out = with_stacked_layers(batch, *mix_layers(lam, ws, bs, wp, bp))
-        y = self._labels(getattr(batch, 'y', None), None if y_bank is None else y_bank[idx], lam)
-        if y is not None:
-            out.y = y
-        return out
+            sizes, act = batch_architecture(data, 'WeightMixUp')
+            return self._mix(data, _arch_key(Data(layer_sizes=sizes, activation=act,
+                                                  edge_attr=data.edge_attr[:1], x=data.x[:1])),
+                             data.num_graphs)
+        return self._mix(data, _arch_key(data), 1)
 
     def __repr__(self) -> str:
         extra = ', signs=True' if self.signs else ''

@@ -1,7 +1,8 @@
 """MixUp of a network with an aligned, perturbed copy of itself."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import copy
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -10,26 +11,28 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import (layer_views, permute_hidden, rescale_hidden, stacked_layer_views,
-                           with_layers, with_stacked_layers)
-from nngraph.matching import apply_matching, match_layers
-from nngraph.transforms.mixup import mix_layers, random_perms, sample_lam
+from nngraph.graph import layer_offsets
+from nngraph.transforms.mixup import (_beta, _gather, aligned_flat, batch_architecture, mix_flat,
+                                      random_flat_index)
 
 __all__ = ['SelfAlignMixUp']
 
 
-def _noisy(weights: Sequence[Tensor], biases: Sequence[Tensor], std: float,
-           stacked: bool) -> Tuple[List[Tensor], List[Tensor]]:
-    """Adds zero-mean Gaussian noise with standard deviation ``std`` times the
-    standard deviation of the layer's weights (per graph for stacked views)
-    to each layer's weights and bias."""
-    out_w, out_b = [], []
-    for w, b in zip(weights, biases):
-        dims = tuple(range(1, w.dim())) if stacked else tuple(range(w.dim()))
-        scale = std * w.std(dim=dims, keepdim=True, correction=0)        # [B, 1, 1, 1] or [1, 1, 1]
-        out_w.append(w + scale * torch.randn_like(w))
-        out_b.append(b + scale.reshape(scale.shape[:-1]) * torch.randn_like(b))
-    return out_w, out_b
+def relative_noise(ea: Tensor, x: Tensor, layer_sizes: Sequence[int], std: float):
+    """Zero-mean Gaussian noise for stacked flat parameters (``[B, E, C]``,
+    ``[B, N, C]``): for each graph and layer, standard deviation ``std``
+    times the standard deviation of that layer's weights, on its weights and
+    its biases; none on the input nodes. Returns the two noise tensors."""
+    sizes = tuple(layer_sizes)
+    node_off, edge_off = layer_offsets(sizes)
+    B, C_e, C_n = ea.shape[0], ea.shape[-1], x.shape[-1]
+    scales = [std * ea[:, edge_off[l]:edge_off[l + 1]].std(dim=(1, 2), correction=0)
+              for l in range(len(sizes) - 1)]                                  # [B] each
+    e_scale = torch.cat([s[:, None].expand(-1, edge_off[l + 1] - edge_off[l]) for l, s in enumerate(scales)], 1)
+    n_scale = torch.cat([torch.zeros(B, sizes[0], dtype=ea.dtype, device=ea.device)]
+                        + [s[:, None].expand(-1, sizes[l + 1]) for l, s in enumerate(scales)], 1)
+    return (e_scale.unsqueeze(-1) * torch.randn(B, edge_off[-1], C_e, dtype=ea.dtype, device=ea.device),
+            n_scale.unsqueeze(-1).to(x.dtype) * torch.randn(B, node_off[-1], C_n, dtype=x.dtype, device=x.device))
 
 
 @functional_transform('self_align_mixup')
@@ -82,6 +85,7 @@ class SelfAlignMixUp(BaseTransform):
         if lam is not None and not 0.0 <= lam <= 1.0:
             raise ValueError(f'SelfAlignMixUp: lam must lie in [0, 1], got {lam}')
         self.alpha, self.noise, self.signs, self.lam, self.max_iter = alpha, noise, signs, lam, max_iter
+        self._beta = _beta(alpha)
 
     def _use_signs(self, activation, num_layers: int) -> bool:
         if self.signs is True:
@@ -92,35 +96,31 @@ class SelfAlignMixUp(BaseTransform):
         return False
 
     def forward(self, data: Data) -> Data:
-        stacked = isinstance(data, Batch)
-        if stacked:
-            acts = data.activation
-            acts = [acts] if isinstance(acts, (str, tuple)) else list(acts)
-            if any(a != acts[0] for a in acts):
-                raise ValueError('SelfAlignMixUp: the batch mixes activations; the batch path '
-                                 'needs one architecture')
-            ws, bs = stacked_layer_views(data)
-            activation, sizes, B = acts[0], tuple(data.layer_sizes[0]), data.num_graphs
+        if isinstance(data, Batch):
+            sizes, activation = batch_architecture(data, 'SelfAlignMixUp')
+            B = data.num_graphs
         else:
-            ws, bs = layer_views(data)
-            activation, sizes, B = data.activation, tuple(data.layer_sizes), None
-        device = data.edge_attr.device
+            sizes, activation, B = tuple(data.layer_sizes), data.activation, 1
         signs = self._use_signs(activation, len(sizes) - 1)
-        shape = () if B is None else (B,)
+        device = data.edge_attr.device
+        ea_s = data.edge_attr.view(B, -1, data.edge_attr.size(-1))
+        x_s = data.x.view(B, -1, data.x.size(-1))
 
-        wc, bc = permute_hidden(ws, bs, random_perms(sizes, B, device))
-        if signs:
-            flips = [torch.randint(0, 2, shape + (d,), device=device) * 2 - 1 for d in sizes[1:-1]]
-            wc, bc = rescale_hidden(wc, bc, flips)
+        e_idx, e_sign, n_idx, n_sign = random_flat_index(sizes, B, device, signs)
+        ea_c, x_c = _gather(ea_s, e_idx, e_sign), _gather(x_s, n_idx, n_sign)
         if self.noise > 0:
-            wc, bc = _noisy(wc, bc, self.noise, stacked)
-        lam = (torch.full(shape, float(self.lam), device=device) if self.lam is not None
-               else sample_lam(self.alpha, shape, device=device))
+            e_noise, n_noise = relative_noise(ea_s, x_s, sizes, self.noise)
+            ea_c, x_c = ea_c + e_noise, x_c + n_noise
+        if self.lam is not None:
+            lam = torch.full((B,), float(self.lam), device=device)
+        else:
+            lam = torch.rand(B, device=device) if self._beta is None else self._beta.sample((B,), device)
 
-        m = match_layers(ws, bs, wc, bc, signs=signs, max_iter=self.max_iter)
-        wc, bc = apply_matching(wc, bc, m)
-        mixed = mix_layers(lam, ws, bs, wc, bc)
-        return with_stacked_layers(data, *mixed) if stacked else with_layers(data, *mixed)
+        ea_c, x_c = aligned_flat(ea_s, x_s, ea_c, x_c, sizes, signs, self.max_iter)
+        ea, x = mix_flat(lam, ea_s, x_s, ea_c, x_c, sizes[0])
+        out = copy.copy(data)
+        out.edge_attr, out.x = ea.view(data.edge_attr.shape), x.view(data.x.shape)
+        return out
 
     def __repr__(self) -> str:
         extra = f', lam={self.lam}' if self.lam is not None else ''

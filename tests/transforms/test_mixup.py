@@ -11,6 +11,7 @@ from torch_geometric.loader import DataLoader
 from nngraph.graph import forward, from_weights, layer_views, stacked_layer_views
 from nngraph.matching import align, distance
 from nngraph.transforms import WeightMixUp
+from nngraph.transforms.mixup import sample_lam
 
 SIZES = (2, 12, 12, 1)
 MODES = ('vanilla', 'permute', 'align')
@@ -202,3 +203,15 @@ def test_dataset_source_with_itself_as_transform_in_workers():
 def test_repr():
     assert repr(WeightMixUp(SOURCE, 'align', 0.2, signs=True)) == \
         "WeightMixUp(mode='align', alpha=0.2, signs=True, num_classes=3)"
+
+
+@pytest.mark.parametrize('alpha', [0.2, 1.0, 4.0])
+def test_beta_coefficients_have_the_beta_moments(alpha):
+    # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    torch.manual_seed(0)
+    lam = sample_lam(alpha, (40000,))
+    assert ((lam >= 0) & (lam <= 1)).all()
+    assert abs(float(lam.mean()) - 0.5) < 0.01
+    assert abs(float(lam.var()) - 1 / (4 * (2 * alpha + 1))) < 0.01
+    lam_u = sample_lam(None, (40000,))
+    assert abs(float(lam_u.var()) - 1 / 12) < 0.005
