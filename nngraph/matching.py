@@ -106,48 +106,55 @@ def _coordinate_descent(
     if num_hidden == 0:
         return perms, sgns, 0
 
-    def flat(w: np.ndarray) -> np.ndarray:          # [B, d, m, C] -> [B, d, m*C]
-        return w.reshape(w.shape[0], w.shape[1], -1)
+    def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # Products go through torch (zero-copy): it obeys torch.set_num_threads
+        # (1 in DataLoader workers), where numpy's OpenBLAS would start its own
+        # threads and, on a busy machine, run ~10x slower at width 128. Operands
+        # are contiguous (made so once, below); a single pair is a 2-D product.
+        if a.shape[0] == 1 and b.shape[0] == 1:
+            return torch.mm(torch.from_numpy(a[0]), torch.from_numpy(b[0])).numpy()[None]
+        return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
-    def t(x: np.ndarray) -> np.ndarray:
-        return np.swapaxes(x, 1, 2)
+    def rows_first(w: np.ndarray) -> np.ndarray:     # [B, m, C, d] -> [B, m*C, d]
+        return w.reshape(w.shape[0], -1, w.shape[-1])
+
+    # Reference side, one row per neuron of hidden layer h: incoming weights
+    # [B, d_h, d_{h-1} C], outgoing weights [B, d_h, d_{h+1} C].
+    wa_in = [np.ascontiguousarray(wa[h]).reshape(wa[h].shape[0], wa[h].shape[1], -1)
+             for h in range(num_hidden)]
+    wa_out = [np.ascontiguousarray(np.swapaxes(wa[h + 1], 1, 2)).reshape(wa[h + 1].shape[0], widths[h], -1)
+              for h in range(num_hidden)]
+    # Other side, transposed, with the axis that a neighbouring layer's
+    # matching moves first, so that applying it is a gather of rows:
+    # incoming [B, d_{h-1}, C, d_h], outgoing [B, d_{h+1}, C, d_h].
+    wb_in = [np.ascontiguousarray(wb[h].transpose(0, 2, 3, 1)) for h in range(num_hidden)]
+    wb_out = [np.ascontiguousarray(wb[h + 1].transpose(0, 1, 3, 2)) for h in range(num_hidden)]
 
     # Terms that no permutation touches, computed once: every bias term, the
     # incoming term of the first hidden layer (inputs are never permuted) and
     # the outgoing term of the last one (outputs neither).
-    # The outgoing weights with the *input* axis first, so that the next layer's
-    # permutation is a gather along axis 2: [B, d_h, d_{h+1}, C].
-    wa_out = [flat(np.swapaxes(wa[h + 1], 1, 2)) for h in range(num_hidden)]
-    wb_out = [np.swapaxes(wb[h + 1], 1, 2) for h in range(num_hidden)]
-    wa_in = [flat(wa[h]) for h in range(num_hidden)]
     const = []
     for h in range(num_hidden):
-        c = ba[h] @ t(bb[h])                                             # [B, d, d]
+        c = mm(np.ascontiguousarray(ba[h]), np.ascontiguousarray(np.swapaxes(bb[h], 1, 2)))  # [B, d, d]
         if h == 0:
-            c = c + wa_in[0] @ t(flat(wb[0]))
+            c = c + mm(wa_in[0], rows_first(wb_in[0]))
         if h == num_hidden - 1:
-            c = c + wa_out[h] @ t(flat(wb_out[h]))
+            c = c + mm(wa_out[h], rows_first(wb_out[h]))
         const.append(c)
 
-    if B == 1:   # plain indexing is several times cheaper than take_along_axis
-        def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:      # axis 2
-            return w[:, :, p[0]]
-    else:
-        def gather(w: np.ndarray, p: np.ndarray) -> np.ndarray:
-            return np.take_along_axis(w, p[:, None, :, None], axis=2)
+    def moved(w: np.ndarray, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Rows of ``w [B, m, C, d]`` in the order (and signs) of matching ``p``, ``g``."""
+        w = w[:, p[0]] if B == 1 else np.take_along_axis(w, p[:, :, None, None], axis=1)
+        if signs:
+            w = w * g[:, :, None, None]
+        return rows_first(w)
 
     def similarity(h: int, outgoing: bool = True) -> np.ndarray:
         s = const[h]
         if h > 0:   # incoming weights, their columns moved by the previous layer's matching
-            w = gather(wb[h], perms[h - 1])
-            if signs:
-                w = w * sgns[h - 1][:, None, :, None]
-            s = s + wa_in[h] @ t(flat(w))
+            s = s + mm(wa_in[h], moved(wb_in[h], perms[h - 1], sgns[h - 1]))
         if outgoing and h < num_hidden - 1:   # outgoing weights, rows moved by the next layer's
-            w = gather(wb_out[h], perms[h + 1])
-            if signs:
-                w = w * sgns[h + 1][:, None, :, None]
-            s = s + wa_out[h] @ t(flat(w))
+            s = s + mm(wa_out[h], moved(wb_out[h], perms[h + 1], sgns[h + 1]))
         return s if s.shape[0] == B else np.broadcast_to(s, (B,) + s.shape[1:])
 
     rows = [np.arange(d) for d in widths]
