@@ -144,30 +144,36 @@ def _coordinate_descent(
 
     def moved(w: np.ndarray, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Rows of ``w [B, m, C, d]`` in the order (and signs) of matching ``p``, ``g``."""
-        w = w[:, p[0]] if B == 1 else np.take_along_axis(w, p[:, :, None, None], axis=1)
+        w = w[:, p[0]] if p.shape[0] == 1 else np.take_along_axis(w, p[:, :, None, None], axis=1)
         if signs:
             w = w * g[:, :, None, None]
         return rows_first(w)
 
-    def similarity(h: int, outgoing: bool = True) -> np.ndarray:
-        s = const[h]
+    def similarity(h: int, outgoing: bool = True, idx: Optional[np.ndarray] = None) -> np.ndarray:
+        """S_h of every pair, or of the pairs ``idx`` only (late sweeps, when
+        most pairs of a batch have converged)."""
+        def sub(a: np.ndarray) -> np.ndarray:
+            return a if idx is None or a.shape[0] == 1 else a[idx]
+        s = sub(const[h])
         if h > 0:   # incoming weights, their columns moved by the previous layer's matching
-            s = s + mm(wa_in[h], moved(wb_in[h], perms[h - 1], sgns[h - 1]))
+            s = s + mm(sub(wa_in[h]), moved(sub(wb_in[h]), sub(perms[h - 1]), sub(sgns[h - 1])))
         if outgoing and h < num_hidden - 1:   # outgoing weights, rows moved by the next layer's
-            s = s + mm(wa_out[h], moved(wb_out[h], perms[h + 1], sgns[h + 1]))
-        return s if s.shape[0] == B else np.broadcast_to(s, (B,) + s.shape[1:])
+            s = s + mm(sub(wa_out[h]), moved(sub(wb_out[h]), sub(perms[h + 1]), sub(sgns[h + 1])))
+        n = B if idx is None else len(idx)
+        return s if s.shape[0] == n else np.broadcast_to(s, (n,) + s.shape[1:])
 
     rows = [np.arange(d) for d in widths]
 
     def solve(h: int, b: int, sim: np.ndarray, score: np.ndarray) -> bool:
-        """Best matching of layer h of pair b for this similarity; whether it changed."""
-        _, col = linear_sum_assignment(score[b], maximize=True)
+        """Best matching of layer h of pair b for its similarity ``sim [d, d]``
+        (``score`` is ``|sim|`` with signs); whether the matching changed."""
+        _, col = linear_sum_assignment(score, maximize=True)
         if value is not None:
-            value[b] += score[b, rows[h], col].sum()
+            value[b] += score[rows[h], col].sum()
         changed = not (col == perms[h][b]).all()
         perms[h][b] = col
         if signs:
-            new_sign = np.where(sim[b, rows[h], col] < 0, -1, 1).astype(sgns[h].dtype)
+            new_sign = np.where(sim[rows[h], col] < 0, -1, 1).astype(sgns[h].dtype)
             changed = changed or not (new_sign == sgns[h][b]).all()
             sgns[h][b] = new_sign
         return changed
@@ -191,11 +197,11 @@ def _coordinate_descent(
                 todo = np.flatnonzero(dirty[:, h])
                 if todo.size == 0:
                     continue
-                sim = similarity(h)
+                sim = similarity(h, idx=None if todo.size == B else todo)
                 score = np.abs(sim) if signs else sim
-                for b in todo:   # the assignment is per pair; all else is batched
+                for k, b in enumerate(todo):   # the assignment is per pair; all else is batched
                     dirty[b, h] = False
-                    if solve(h, b, sim, score):
+                    if solve(h, b, sim[k], score[k]):
                         dirty[b, max(h - 1, 0):h + 2] = True
                         dirty[b, h] = False
         return sweeps
@@ -221,7 +227,7 @@ def _coordinate_descent(
         sim = similarity(h, outgoing=False)
         score = np.abs(sim) if signs else sim
         for b in range(B):
-            solve(h, b, sim, score)
+            solve(h, b, sim[b], score[b])
     # The descent never lowers the objective, so a pair whose start is below
     # the identity's starts from the identity instead: the result is never
     # farther from the reference than unaligned.
