@@ -22,9 +22,18 @@ the similarity of everything that shares :math:`P_h` (incoming weights,
 bias, outgoing weights with the next layer's permutation applied), and
 :func:`scipy.optimize.linear_sum_assignment` maximises
 :math:`\operatorname{tr}(P_h^\top S_h)` exactly. Each step can only raise the
-objective, so the loop ends when a sweep over all hidden layers changes no
-permutation (or after ``max_iter`` sweeps), and the aligned distance is never
-larger than the unaligned one.
+objective; the loop ends when no layer's matching can change any more (a
+fixed point: every layer optimal given the others) or after ``max_iter``
+sweeps.
+
+Start: one forward pass that matches each hidden layer on what is already
+known (incoming weights through the previous layer's matching and the bias;
+the outgoing weights only for the last hidden layer, whose outputs are never
+permuted). Starting from the identity instead lets the outgoing term of a
+still arbitrary next-layer order swamp the two or three incoming weights of
+an INR's first layer, and the descent stalls far from a planted
+permutation. If this start scores below the identity, the descent starts
+from the identity: the aligned distance is never larger than the unaligned.
 
 With ``signs=True`` (odd activations: :math:`\sigma(-z) = -\sigma(z)`) each
 hidden neuron may also be negated (incoming weights, bias and outgoing
@@ -33,17 +42,18 @@ sign :math:`s` contributes :math:`s\,S_h[i, j]`, so the best sign of a pair is
 :math:`\operatorname{sign}(S_h[i, j])` and the assignment is solved on
 :math:`|S_h|`.
 
-Layers are found by their order in the graph (:func:`nngraph.graph.layer_views`),
-never by parameter names. Each step is a few matrix products on the whole
+Only the weights are read: layer sizes and feature channels must agree,
+activations need not (``signs=True`` checks ``other``'s). Layers are found by
+their order in the graph (:func:`nngraph.graph.layer_views`), never by
+parameter names. Each step is a few matrix products on the whole
 layer; there is no loop over neurons. A whole :class:`~torch_geometric.data.Batch`
 of pairs is matched with batched matrix products per layer; only the
 assignment itself (a C routine) runs once per pair.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
-
 import copy
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
