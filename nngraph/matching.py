@@ -101,6 +101,10 @@ def _to_numpy(t: Tensor) -> np.ndarray:
     return t.cpu().numpy()
 
 
+# multiply-adds below which a 2-D product is cheaper in numpy than in torch
+_SMALL_PRODUCT = 48 ** 3
+
+
 def _coordinate_descent(
     wa: List[np.ndarray], ba: List[np.ndarray], wb: List[np.ndarray], bb: List[np.ndarray],
     signs: bool, max_iter: int, order: str, generator: Optional[torch.Generator],
@@ -111,7 +115,7 @@ def _coordinate_descent(
     num_hidden = len(wb) - 1
     B = max(wa[0].shape[0], wb[0].shape[0])
     widths = [wb[h].shape[1] for h in range(num_hidden)]
-    perms = [np.tile(np.arange(d), (B, 1)) for d in widths]
+    perms = [np.arange(d)[None] if B == 1 else np.tile(np.arange(d), (B, 1)) for d in widths]
     sgns = [np.ones((B, d), dtype=wb[0].dtype) for d in widths]
     if num_hidden == 0:
         return perms, sgns, 0
@@ -120,8 +124,11 @@ def _coordinate_descent(
         # Products go through torch (zero-copy): it obeys torch.set_num_threads
         # (1 in DataLoader workers), where numpy's OpenBLAS would start its own
         # threads and, on a busy machine, run ~10x slower at width 128. Operands
-        # are contiguous (made so once, below); a single pair is a 2-D product.
+        # are contiguous (made so once, below); a single pair is a 2-D product,
+        # in numpy when it is small (cheaper calls, below OpenBLAS's threading).
         if a.shape[0] == 1 and b.shape[0] == 1:
+            if a.shape[1] * a.shape[2] * b.shape[2] <= _SMALL_PRODUCT:   # OpenBLAS stays on one thread
+                return (a[0] @ b[0])[None]
             return torch.mm(torch.from_numpy(a[0]), torch.from_numpy(b[0])).numpy()[None]
         return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
@@ -317,7 +324,10 @@ def flat_index(layer_sizes: Sequence[int], perms: Sequence[np.ndarray],
     sizes = tuple(layer_sizes)
     node_off, edge_off = layer_offsets(sizes)
     B = perms[0].shape[0] if perms else 1
-    full = [np.tile(np.arange(sizes[0]), (B, 1))] + list(perms) + [np.tile(np.arange(sizes[-1]), (B, 1))]
+    ends = [np.arange(sizes[0])[None], np.arange(sizes[-1])[None]]
+    if B > 1:
+        ends = [np.tile(e, (B, 1)) for e in ends]
+    full = [ends[0]] + list(perms) + [ends[1]]
     edge_idx = np.concatenate(
         [(edge_off[l] + full[l + 1][:, :, None] * sizes[l] + full[l][:, None, :]).reshape(B, -1)
          for l in range(len(sizes) - 1)], axis=1)
