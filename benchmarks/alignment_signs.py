@@ -159,7 +159,8 @@ if __name__ == '__main__':
     ap.add_argument('--side', type=int, default=8, help='image side (digits are 8x8; more upsamples)')
     args = ap.parse_args()
     res = main(args.pairs, args.width, args.steps, args.lr, args.seed, args.side)
-    for key in ('fit_mse_mean', 'relative_move_from_init', 'dist_unaligned_mean', 'dist_perm_mean', 'dist_perm_sign_mean',
+    for key in ('fit_mse_mean', 'relative_move_from_init', 'dist_unaligned_mean', 'dist_perm_mean',
+                'dist_perm_sign_mean',
                 'perm_vs_unaligned_reduction', 'sign_vs_perm_reduction_of_means',
                 'sign_vs_perm_reduction_per_pair_median', 'pairs_sign_better', 'pairs_sign_worse',
                 'init_sign_vs_perm_reduction_of_means',

@@ -332,8 +332,8 @@ class WeightMixUp(BaseTransform):
             idx = torch.randint(ea_bank.shape[0], (B,)).to(device)
         lam = self._lam((B,), device)
         ea_in, x_in = data.edge_attr, data.x
-        ea_s = ea_in.view(B, -1, ea_in.size(-1))
-        x_s = x_in.view(B, -1, x_in.size(-1))
+        ea_s = ea_in.reshape(B, -1, ea_in.size(-1))
+        x_s = x_in.reshape(B, -1, x_in.size(-1))
         ea_p, x_p = self._partner(ea_s, x_s, ea_bank[idx], x_bank[idx], sizes)
         ea, x = mix_flat(lam, ea_s, x_s, ea_p, x_p, sizes[0])
         y = self._labels(getattr(data, 'y', None), None if y_bank is None else y_bank[idx], lam)

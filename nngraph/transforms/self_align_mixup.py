@@ -1,7 +1,6 @@
 """MixUp of a network with an aligned, perturbed copy of itself."""
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence
 
 import torch
@@ -28,11 +27,13 @@ def relative_noise(ea: Tensor, x: Tensor, layer_sizes: Sequence[int], std: float
     B, C_e, C_n = ea.shape[0], ea.shape[-1], x.shape[-1]
     scales = [std * ea[:, edge_off[l]:edge_off[l + 1]].std(dim=(1, 2), correction=0)
               for l in range(len(sizes) - 1)]                                  # [B] each
-    e_scale = torch.cat([s[:, None].expand(-1, edge_off[l + 1] - edge_off[l]) for l, s in enumerate(scales)], 1)
+    e_scale = torch.cat([s[:, None].expand(-1, edge_off[l + 1] - edge_off[l])
+                         for l, s in enumerate(scales)], 1)
     n_scale = torch.cat([torch.zeros(B, sizes[0], dtype=ea.dtype, device=ea.device)]
                         + [s[:, None].expand(-1, sizes[l + 1]) for l, s in enumerate(scales)], 1)
-    return (e_scale.unsqueeze(-1) * torch.randn(B, edge_off[-1], C_e, dtype=ea.dtype, device=ea.device),
-            n_scale.unsqueeze(-1).to(x.dtype) * torch.randn(B, node_off[-1], C_n, dtype=x.dtype, device=x.device))
+    e_noise = torch.randn(B, edge_off[-1], C_e, dtype=ea.dtype, device=ea.device)
+    n_noise = torch.randn(B, node_off[-1], C_n, dtype=x.dtype, device=x.device)
+    return e_scale.unsqueeze(-1) * e_noise, n_scale.unsqueeze(-1).to(x.dtype) * n_noise
 
 
 @functional_transform('self_align_mixup')
@@ -103,8 +104,8 @@ class SelfAlignMixUp(BaseTransform):
             sizes, activation, B = tuple(data.layer_sizes), data.activation, 1
         signs = self._use_signs(activation, len(sizes) - 1)
         device = data.edge_attr.device
-        ea_s = data.edge_attr.view(B, -1, data.edge_attr.size(-1))
-        x_s = data.x.view(B, -1, data.x.size(-1))
+        ea_s = data.edge_attr.reshape(B, -1, data.edge_attr.size(-1))
+        x_s = data.x.reshape(B, -1, data.x.size(-1))
 
         e_idx, e_sign, n_idx, n_sign = random_flat_index(sizes, B, device, signs)
         ea_c, x_c = _gather(ea_s, e_idx, e_sign), _gather(x_s, n_idx, n_sign)
@@ -118,9 +119,9 @@ class SelfAlignMixUp(BaseTransform):
 
         ea_c, x_c = aligned_flat(ea_s, x_s, ea_c, x_c, sizes, signs, self.max_iter)
         ea, x = mix_flat(lam, ea_s, x_s, ea_c, x_c, sizes[0])
-        out = copy.copy(data)
-        out.edge_attr, out.x = ea.view(data.edge_attr.shape), x.view(data.x.shape)
-        return out
+        # ``data`` is already BaseTransform's shallow copy: assign new tensors to it
+        data.edge_attr, data.x = ea.view(data.edge_attr.shape), x.view(data.x.shape)
+        return data
 
     def __repr__(self) -> str:
         extra = f', lam={self.lam}' if self.lam is not None else ''

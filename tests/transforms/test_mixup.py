@@ -8,7 +8,7 @@ import torch_geometric.transforms as T
 from torch_geometric.data import Batch, InMemoryDataset
 from torch_geometric.loader import DataLoader
 
-from nngraph.graph import forward, from_weights, layer_views, stacked_layer_views
+from nngraph.graph import forward, from_weights
 from nngraph.matching import align, distance
 from nngraph.transforms import WeightMixUp
 from nngraph.transforms.mixup import sample_lam
