@@ -343,7 +343,8 @@ def flat_index(layer_sizes: Sequence[int], perms: Sequence[np.ndarray],
 
 def _gather(t: Tensor, index: np.ndarray, sign: Optional[np.ndarray]) -> Tensor:
     """``t [B, M, C]`` gathered along ``M`` by ``index [B, M]``, times ``sign``."""
-    if t.device.type == 'cpu' and t.shape[0] == 1 and t.dtype in (torch.float32, torch.float64):
+    if (t.device.type == 'cpu' and t.shape[0] == 1 and not t.requires_grad
+            and t.dtype in (torch.float32, torch.float64)):
         # one pair on the CPU: numpy's fancy indexing costs a fraction of torch's dispatch
         out = t.detach()[0].numpy()[index[0]]
         if sign is not None:

@@ -210,3 +210,14 @@ def test_refusals():
     mixed = Batch.from_data_list([relu, graph((2, 9, 1), 'relu')])
     with pytest.raises(ValueError, match='one architecture'):
         align(relu, mixed)
+
+
+def test_aligned_parameters_carry_gradients_to_other():
+    # the matching itself is discrete; applying it is a gather that autograd follows
+    ref = graph((2, 8, 8, 1), 'tanh', 0)
+    other, _, flips = planted(ref, 1, signs=True)
+    other.edge_attr = other.edge_attr.clone().requires_grad_()
+    aligned = align(ref, other, signs=True)
+    aligned.edge_attr.sum().backward()
+    grad = other.edge_attr.grad
+    assert grad is not None and torch.equal(grad.abs(), torch.ones_like(grad))
