@@ -250,9 +250,10 @@ def _coordinate_descent(
     # farther from the reference than unaligned.
     worse = value < identity_objective
     value = None
-    for h in range(num_hidden):
-        perms[h][worse] = np.arange(widths[h])
-        sgns[h][worse] = 1
+    if worse.any():
+        for h in range(num_hidden):
+            perms[h][worse] = np.arange(widths[h])
+            sgns[h][worse] = 1
     # After the start only the last hidden layer was solved on its full similarity.
     dirty = np.ones((B, num_hidden), dtype=bool)
     dirty[~worse, num_hidden - 1] = False
