@@ -9,9 +9,11 @@ from nngraph.transforms.input_rotation import InputRotation
 from nngraph.transforms.input_scaling import InputScaling
 from nngraph.transforms.input_translation import InputTranslation
 from nngraph.transforms.label_smoothing import LabelSmoothing
+from nngraph.transforms.mixup import WeightMixUp
 from nngraph.transforms.neuron_permutation import RandomNeuronPermutation
 from nngraph.transforms.positive_scaling import RandomPositiveScaling
 from nngraph.transforms.quantile_zeroing import QuantileZeroing
+from nngraph.transforms.self_align_mixup import SelfAlignMixUp
 from nngraph.transforms.siren_bias_shift import SirenBiasShift
 from nngraph.transforms.sign_flip import RandomSignFlip
 from nngraph.transforms.weight_dropout import WeightDropout
@@ -26,7 +28,9 @@ __all__ = [
     'RandomNeuronPermutation',
     'RandomPositiveScaling',
     'RandomSignFlip',
+    'SelfAlignMixUp',
     'SirenBiasShift',
     'WeightDropout',
+    'WeightMixUp',
     'WeightNoise',
 ]
