@@ -81,12 +81,11 @@ def detect_format(root: str) -> str:
         return 'dwsnets'
     if glob.glob(os.path.join(root, '*_*s', 'net*.pth')):
         return 'nfn'
-    if any(os.path.exists(os.path.join(root, f'{s}.pt')) for s in store.SPLITS) \
-            or os.path.isdir(os.path.join(root, 'shards')):
-        store.read_manifest(root)   # raises: unfinished build, manifest missing
-    raise FileNotFoundError(f'{root!r} holds no INR dataset: no {store.MANIFEST} (nngraph build), '
-                            f'no splits JSON (DWSNets / neural-graphs) and no '
-                            f'<prefix>_<label>s/net<idx>.pth folders (NFN)')
+    raise FileNotFoundError(f'{root!r} holds no complete INR dataset: {store.MANIFEST} is missing '
+                            f'(an nngraph build that was interrupted or never ran; build it with '
+                            f'nngraph.data.build_inr_dataset), and there is no splits JSON '
+                            f'(DWSNets / neural-graphs) nor <prefix>_<label>s/net<idx>.pth '
+                            f'folders (NFN)')
 
 
 def load_published(root: str, format: str, split: str, **options: Any) -> Dict[str, Any]:
