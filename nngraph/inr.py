@@ -331,8 +331,26 @@ def _init_stacked(config: SirenConfig, seeds: Tensor, dtype, device) -> Tuple[Li
     return weights, biases
 
 
+class _Workspace:
+    """Reused buffers for the ``[B, P, d]`` activations of :func:`_mse_and_grads`.
+
+    Allocating them afresh every step made glibc map and unmap megabytes per
+    step: as much system time (page faults) as compute. The batch only
+    shrinks (finished INRs leave), so a buffer sized for the first step serves
+    every later one as a leading slice (contiguous)."""
+
+    def __init__(self) -> None:
+        self.buffers: Dict[str, Tensor] = {}
+
+    def get(self, name: str, B: int, P: int, d: int, like: Tensor) -> Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < B or buf.shape[1:] != (P, d):
+            buf = self.buffers[name] = torch.empty(B, P, d, dtype=like.dtype, device=like.device)
+        return buf[:B]
+
+
 def _mse_and_grads(weights: List[Tensor], biases: List[Tensor], coords: Tensor, targets: Tensor,
-                   config: SirenConfig) -> Tuple[Tensor, List[Tensor]]:
+                   config: SirenConfig, workspace: Optional['_Workspace'] = None) -> Tuple[Tensor, List[Tensor]]:
     r"""Per-INR MSE ``[B]`` and the gradients of their sum, by hand.
 
     The same numbers as autograd through :func:`stacked_forward`, in fewer
@@ -351,17 +369,20 @@ def _mse_and_grads(weights: List[Tensor], biases: List[Tensor], coords: Tensor, 
     """
     B, P, C = targets.shape
     L = len(weights)
+    ws = _Workspace() if workspace is None else workspace
     h = coords.unsqueeze(0).expand(B, -1, -1)
     inputs, pre = [], []
     for l in range(L - 1):
         w0 = config.first if l == 0 else config.w0
-        z = torch.baddbmm(biases[l].unsqueeze(1), h, weights[l].transpose(1, 2), beta=w0, alpha=w0)
+        z = torch.baddbmm(biases[l].unsqueeze(1), h, weights[l].transpose(1, 2), beta=w0, alpha=w0,
+                          out=ws.get(f'z{l}', B, P, weights[l].shape[1], like=targets))
         inputs.append(h)
         pre.append(z)
-        h = torch.sin(z)
+        h = torch.sin(z, out=ws.get(f'h{l + 1}', B, P, z.shape[2], like=targets))
     inputs.append(h)
     b_out = biases[-1] + config.output_offset if config.output_offset else biases[-1]
-    g = torch.baddbmm(b_out.unsqueeze(1), h, weights[-1].transpose(1, 2)).sub_(targets)   # r
+    g = torch.baddbmm(b_out.unsqueeze(1), h, weights[-1].transpose(1, 2),
+                      out=ws.get('r', B, P, C, like=targets)).sub_(targets)          # r
     mse = g.pow(2).mean(dim=(1, 2))                                            # [B]
     scale = 2.0 / (P * C)
     gw: List[Tensor] = [None] * L
@@ -371,8 +392,9 @@ def _mse_and_grads(weights: List[Tensor], biases: List[Tensor], coords: Tensor, 
         gb[l] = g.sum(dim=1).mul_(scale)
         if l == 0:
             break
-        dh = torch.bmm(g, weights[l] * scale)                                   # [B, P, d_l]
-        g = torch.cos(pre[l - 1]).mul_(dh)
+        d = weights[l].shape[2]
+        dh = torch.bmm(g, weights[l] * scale, out=ws.get(f'dh{l}', B, P, d, like=targets))   # [B, P, d_l]
+        g = torch.cos(pre[l - 1], out=ws.get(f'g{l - 1}', B, P, d, like=targets)).mul_(dh)
         scale = config.first if l - 1 == 0 else config.w0
     return mse, gw + gb
 
@@ -476,9 +498,11 @@ def fit(
     b1, b2 = betas
     target = float('inf') if target_psnr is None else float(target_psnr)
 
+    workspace = _Workspace()
     bar = tqdm(total=B, desc=f'fitting {B} INRs', unit='INR', disable=not progress, leave=False)
     for t in range(int(steps) + 1):
-        mse, grads = _mse_and_grads(params[:L], params[L:], coords, signals[sig_of[active]], config)
+        mse, grads = _mse_and_grads(params[:L], params[L:], coords, signals[sig_of[active]], config,
+                                    workspace)
         p_now = 10.0 * torch.log10(peak ** 2 / mse)
         done = p_now >= target
         if t == steps:
