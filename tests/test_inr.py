@@ -1,12 +1,11 @@
 """Tests for nngraph/inr.py: SIREN conventions, batched fitting, checkpoints."""
-import math
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from nngraph import forward, from_checkpoint, to_weights
-from nngraph.inr import (FitResult, Siren, SirenConfig, fit, grid, init_params, parse_convention,
+from nngraph.inr import (Siren, SirenConfig, fit, grid, init_params, parse_convention,
                          psnr, save_checkpoint, stacked_forward)
 
 
@@ -148,3 +147,14 @@ def test_fit_runs_on_gpu_like_on_cpu():
     gpu = fit(x.cuda(), grid(8, dtype=torch.float64).cuda(), steps=10, progress=False)
     assert gpu.weights[0].is_cuda
     torch.testing.assert_close(gpu.weights[1].cpu(), cpu.weights[1], rtol=1e-6, atol=1e-8)
+
+
+def test_save_checkpoint_per_layer_activation(tmp_path):
+    """A first-layer w0 of its own is stored as a list of per-layer strings."""
+    res = fit(digits(1), grid(8), steps=3, first_w0=15.0, progress=False)
+    path = tmp_path / 'inr.pt'
+    save_checkpoint(path, [w[0] for w in res.weights], [b[0] for b in res.biases], res.activation)
+    obj = torch.load(path, weights_only=True)
+    assert obj['activation'] == ['sine:15.0', 'sine:30.0', 'identity']
+    g = from_checkpoint(path, activation=obj['activation'])
+    torch.testing.assert_close(forward(g, grid(8)), forward(res.graph(0), grid(8)))

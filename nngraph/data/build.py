@@ -136,7 +136,7 @@ def _chunks(total: int, size: int) -> List[Tuple[int, int]]:
 
 
 def _fit_rows(images: Tensor, table: Tensor, lo: int, hi: int, settings: Dict[str, Any],
-              device, progress: bool) -> Dict[str, Tensor]:
+              device) -> Dict[str, Tensor]:
     """Fits INRs ``lo..hi-1`` of the plan as one batch."""
     obj, view = table[1, lo:hi], table[2, lo:hi]
     H, W, C = images.shape[1:]
@@ -146,9 +146,22 @@ def _fit_rows(images: Tensor, table: Tensor, lo: int, hi: int, settings: Dict[st
                 first_w0=settings['first_w0'], init=settings['init'],
                 output_offset=settings['output_offset'], steps=settings['steps'], lr=settings['lr'],
                 target_psnr=settings['target_psnr'],
-                seeds=inr_seed(settings['seed'], obj, view).unsqueeze(1), progress=progress)
+                seeds=inr_seed(settings['seed'], obj, view).unsqueeze(1), progress=False)
     return dict(weights=[w.cpu() for w in res.weights], biases=[b.cpu() for b in res.biases],
                 psnr=res.psnr.float().cpu(), steps=res.steps.cpu(), seeds=res.seeds.cpu())
+
+
+def _fit_chunks(images, table, chunks, settings, device, progress) -> List[Dict[str, Tensor]]:
+    """Fits the chunks one after the other, with one progress bar over all INRs."""
+    from tqdm.auto import tqdm
+    total = sum(b - a for a, b in chunks)
+    parts = []
+    with tqdm(total=total, desc='fitting INRs', unit='INR', disable=not progress) as bar:
+        for a, b in chunks:
+            parts.append(_fit_rows(images, table, a, b, settings, device))
+            bar.update(b - a)
+            bar.set_postfix(psnr=f'{float(torch.cat([p["psnr"] for p in parts]).mean()):.1f}dB')
+    return parts
 
 
 def _cat(parts: Sequence[Dict[str, Tensor]]) -> Dict[str, Any]:
@@ -311,7 +324,7 @@ def build_inr_dataset(
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
         with _threads(threads):
-            parts = [_fit_rows(images, table, a, b, settings, device, progress) for a, b in mine]
+            parts = _fit_chunks(images, table, mine, settings, device, progress)
         record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
                       shard=i, num_shards=n, lo=lo, hi=hi, total=int(table.shape[1]),
                       settings=json.dumps(settings, sort_keys=True),
@@ -335,7 +348,7 @@ def build_inr_dataset(
                              f'({desc}); pass overwrite=True to rebuild it, or another out=')
 
     with _threads(threads):
-        parts = [_fit_rows(images, table, a, b, settings, device, progress) for a, b in chunks]
+        parts = _fit_chunks(images, table, chunks, settings, device, progress)
     _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
     return out
 
