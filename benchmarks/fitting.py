@@ -86,7 +86,7 @@ def main() -> None:
     x, coords = x.to(dev), coords.to(dev)
     kw = dict(hidden=DEFAULTS['hidden'], w0=DEFAULTS['w0'], first_w0=DEFAULTS['first_w0'],
               init=DEFAULTS['init'], lr=DEFAULTS['lr'], steps=args.steps, target_psnr=None,
-              progress=False)
+              threads=args.threads, progress=False)
     fit(x[:64], coords, **dict(kw, steps=2))          # warm-up
 
     sync()

@@ -158,3 +158,15 @@ def test_save_checkpoint_per_layer_activation(tmp_path):
     assert obj['activation'] == ['sine:15.0', 'sine:30.0', 'identity']
     g = from_checkpoint(path, activation=obj['activation'])
     torch.testing.assert_close(forward(g, grid(8)), forward(res.graph(0), grid(8)))
+
+
+def test_fit_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(digits(2), grid(8), steps=2, threads=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match='threads must be a positive'):
+        fit(digits(2), grid(8), steps=2, threads=0, progress=False)

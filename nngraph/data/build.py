@@ -19,7 +19,6 @@ the same batches, so the result is identical).
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import json
@@ -323,7 +322,7 @@ def build_inr_dataset(
         mine = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
-        with _threads(threads):
+        with I.num_threads(threads):
             parts = _fit_chunks(images, table, mine, settings, device, progress)
         record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
                       shard=i, num_shards=n, lo=lo, hi=hi, total=int(table.shape[1]),
@@ -347,25 +346,10 @@ def build_inr_dataset(
             raise ValueError(f'{out!r} already holds an INR dataset built with other settings '
                              f'({desc}); pass overwrite=True to rebuild it, or another out=')
 
-    with _threads(threads):
+    with I.num_threads(threads):
         parts = _fit_chunks(images, table, chunks, settings, device, progress)
     _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
     return out
-
-
-@contextlib.contextmanager
-def _threads(n: Optional[int]):
-    if n is None:
-        yield
-        return
-    if int(n) < 1:
-        raise ValueError(f'threads must be a positive number, got {n}')
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _parse_shard(shard: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
