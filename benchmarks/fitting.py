@@ -4,7 +4,7 @@ All figures come from one run on one thread (``--threads``), side by side:
 
 * ``matmul_gflops``: a plain ``n x n`` float32 matmul, best of several;
 * batched: :func:`nngraph.inr.fit` on ``--inrs`` digits INRs of the default
-  build's conventions (16x16 grid, 2-32-32-1, w0 30 / first 15) in batches of
+  build's conventions (16x16 grid, 2-32-32-1, w0 15) in batches of
   ``--batch`` (the build's chunk size), a fixed budget of ``--steps`` Adam
   steps (no early stop), INRs/s and achieved
   FLOP/s (the matmul FLOPs of forward and backward, ``3 * 2 * P * sum(d_l
