@@ -97,6 +97,7 @@ class SirenConfig:
 
     @property
     def num_layers(self) -> int:
+        """Number of ``Linear`` layers, ``len(layer_sizes) - 1``."""
         return len(self.layer_sizes) - 1
 
     @property
@@ -120,11 +121,13 @@ class SirenConfig:
                 f'output_offset={self.output_offset!r}')
 
     def to_dict(self) -> Dict[str, Any]:
+        """The fields as a JSON-friendly dict (inverse of :meth:`from_dict`)."""
         return {'layer_sizes': list(self.layer_sizes), 'w0': self.w0, 'first_w0': self.first_w0,
                 'init': self.init, 'output_offset': self.output_offset}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> 'SirenConfig':
+        """Rebuilds a config from :meth:`to_dict`."""
         return cls(layer_sizes=tuple(d['layer_sizes']), w0=d['w0'], first_w0=d.get('first_w0'),
                    init=d.get('init', 'siren'), output_offset=d.get('output_offset', 0.0))
 
@@ -298,6 +301,7 @@ class FitResult:
 
     @property
     def activation(self) -> Union[str, Tuple[str, ...]]:
+        """The graphs' ``activation`` field (:attr:`SirenConfig.activation`)."""
         return self.config.activation
 
     def __len__(self) -> int:
@@ -344,6 +348,7 @@ class _Workspace:
         self.buffers: Dict[str, Tensor] = {}
 
     def get(self, name: str, B: int, P: int, d: int, like: Tensor) -> Tensor:
+        """A ``[B, P, d]`` buffer named ``name`` (contents undefined)."""
         buf = self.buffers.get(name)
         if buf is None or buf.shape[0] < B or buf.shape[1:] != (P, d):
             buf = self.buffers[name] = torch.empty(B, P, d, dtype=like.dtype, device=like.device)

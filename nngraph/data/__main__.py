@@ -21,6 +21,7 @@ def _optional_float(text: str) -> Optional[float]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the command line on ``argv``; returns the exit status (2 on a clear error)."""
     parser = argparse.ArgumentParser(prog='python -m nngraph.data', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
 

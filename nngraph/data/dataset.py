@@ -103,16 +103,20 @@ class INRGraphDataset(Dataset):
     # --- PyG Dataset interface ------------------------------------------------
     @property
     def raw_file_names(self) -> List[str]:
+        """None: PyG's download step does not apply (data is built or read in place)."""
         return []
 
     @property
     def processed_file_names(self) -> List[str]:
+        """None: PyG's process step does not apply."""
         return []
 
     def len(self) -> int:
+        """Number of INRs in this split (after the ``views`` selection)."""
         return int(self._y.numel())
 
     def get(self, idx: int) -> Data:
+        """The parameter graph of INR ``idx``, built from the stacked weights."""
         k = int(idx)
         return from_weights([w[k] for w in self._weights], [b[k] for b in self._biases],
                             activation=self._activation, y=self._y[k:k + 1],
@@ -151,10 +155,12 @@ class INRGraphDataset(Dataset):
 
     @property
     def object_id(self) -> Tensor:
+        """Object (image) of every item, ``[len]``."""
         return self._object_id
 
     @property
     def view_id(self) -> Tensor:
+        """View of every item, ``[len]``."""
         return self._view_id
 
     def stacked_weights(self) -> Tuple[List[Tensor], List[Tensor]]:

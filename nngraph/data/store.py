@@ -40,6 +40,7 @@ SPLIT_KEYS = ('weights', 'biases', 'y', 'object_id', 'view_id', 'psnr', 'steps',
 
 
 def sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -72,6 +73,7 @@ def load_torch(path: str, what: str) -> Dict[str, Any]:
 
 
 def write_json(path: str, obj: Dict[str, Any]) -> None:
+    """Writes ``obj`` as JSON through a temp file renamed onto ``path``."""
     with atomic_path(path) as tmp:
         with open(tmp, 'w') as f:
             json.dump(obj, f, indent=1, sort_keys=True)
