@@ -12,8 +12,8 @@
 """
 from nngraph.data.build import DEFAULTS, build_inr_dataset, merge_shards, split_objects
 from nngraph.data.dataset import INRGraphDataset
-from nngraph.data.published import load_published
+from nngraph.data.published import convert_published, load_published
 from nngraph.data.sources import load_source
 
 __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'INRGraphDataset',
-           'load_published', 'load_source', 'DEFAULTS']
+           'load_published', 'convert_published', 'load_source', 'DEFAULTS']

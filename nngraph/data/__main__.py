@@ -6,6 +6,7 @@
     python -m nngraph.data build digits --views 4 --out data/digits-inr --shard 0/4   # x4, anywhere
     python -m nngraph.data merge data/digits-inr
     python -m nngraph.data show data/digits-inr            # -> data/digits-inr/figure.png
+    python -m nngraph.data convert SRC --format nfn --out DIR   # a published dataset, read once
 """
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     m = sub.add_parser('merge', help='join the shards in DIR/shards into a complete build')
     m.add_argument('dir')
 
+    c = sub.add_parser('convert', help='read a published INR dataset once into the nngraph format')
+    c.add_argument('src', help='the published dataset directory')
+    c.add_argument('--format', required=True, choices=('dwsnets', 'neural-graphs', 'nfn'))
+    c.add_argument('--out', required=True)
+    c.add_argument('--splits-file', default=None, help='DWSNets / neural-graphs splits JSON')
+    c.add_argument('--prefix', default=None, help='NFN folder prefix (randinit_smaller)')
+    c.add_argument('--split-points', type=int, nargs=2, default=None, help='NFN: train/val and val/test')
+
     s = sub.add_parser('show', help='save the figure: originals vs INRs, PSNR histogram')
     s.add_argument('dir')
     s.add_argument('--out', default=None, help='PNG path (default DIR/figure.png)')
@@ -72,6 +81,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 threads=args.threads or None, progress=not args.quiet)
         elif args.command == 'merge':
             path = merge_shards(args.dir)
+        elif args.command == 'convert':
+            from nngraph.data.published import convert_published
+            opts = {k: v for k, v in (('splits_file', args.splits_file), ('prefix', args.prefix),
+                                      ('split_points', args.split_points)) if v is not None}
+            path = convert_published(args.src, args.format, args.out, **opts)
         else:
             from nngraph.data.show import show
             path = show(args.dir, args.out, split=args.split, per_class=args.per_class)

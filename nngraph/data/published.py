@@ -39,6 +39,10 @@ neural-graphs ``experiments/data_nfn.py``)
 
 For DWSNets/neural-graphs the ``object_id`` is the item's position in its
 split list (one INR per image); for NFN it is ``idx``.
+
+Reading tens of thousands of checkpoints takes minutes;
+:func:`convert_published` (``python -m nngraph.data convert``) does it once and
+writes the nngraph format, which then loads in a second.
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ from nngraph.data import store
 from nngraph.graph import to_weights
 from nngraph.inr import SirenConfig
 
-__all__ = ['detect_format', 'load_published', 'CONVENTIONS']
+__all__ = ['detect_format', 'load_published', 'convert_published', 'CONVENTIONS']
 
 # SIREN conventions of each published dataset (see the module docstring).
 CONVENTIONS: Dict[str, SirenConfig] = {
@@ -258,3 +262,74 @@ def _nfn_items(root: str, split: str, prefix: str, split_points: Sequence[int]):
     paths = [items[k][0] for k in keys]
     labels = [items[k][1] for k in keys]
     return paths, labels, [k[0] for k in keys], [k[1] for k in keys]
+
+
+# --------------------------------------------------------------------------- #
+# Conversion into the nngraph format
+# --------------------------------------------------------------------------- #
+
+def convert_published(root: str, format: str, out: str, **options: Any) -> str:
+    """Reads every split of a published dataset once and writes it in the
+    nngraph format (one stacked file per split plus ``manifest.json``,
+    atomically, manifest last), so later loads skip the per-checkpoint reads.
+
+    Splits the source does not have (or that are empty) are written empty.
+    The result has no fitted images or PSNRs (``psnr`` is NaN, ``images``
+    empty), so :func:`nngraph.data.show.show` does not apply to it.
+
+    Args:
+        root: the published dataset directory.
+        format: ``'dwsnets'``, ``'neural-graphs'`` or ``'nfn'``.
+        out: the directory to write.
+        **options: as for :func:`load_published`.
+
+    Returns:
+        ``out``.
+    """
+    out = os.fspath(out)
+    records = {}
+    for s in store.SPLITS:
+        try:
+            records[s] = load_published(os.fspath(root), format, s, **dict(options))
+        except ValueError as err:
+            if 'is empty' not in str(err) and 'has no' not in str(err):
+                raise
+            records[s] = None
+    filled = [r for r in records.values() if r is not None]
+    if not filled:
+        raise ValueError(f'the {format} dataset in {root!r} has no INRs in any split')
+    ref = filled[0]
+    num_classes = max(int(r['y'].max()) for r in filled) + 1
+    manifest_path = os.path.join(out, store.MANIFEST)
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(manifest_path):
+        os.unlink(manifest_path)
+    entries = {}
+    for s, rec in records.items():
+        if rec is None:    # an empty split of the same architecture
+            rec = dict(ref, weights=[w[:0] for w in ref['weights']], biases=[b[:0] for b in ref['biases']],
+                       y=ref['y'][:0], object_id=ref['object_id'][:0], view_id=ref['view_id'][:0])
+        n = int(rec['y'].numel())
+        record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, split=s,
+                      weights=rec['weights'], biases=rec['biases'], y=rec['y'],
+                      object_id=rec['object_id'], view_id=rec['view_id'],
+                      psnr=torch.full((n,), float('nan')), steps=torch.zeros(n, dtype=torch.long),
+                      seeds=torch.zeros(n, dtype=torch.long),
+                      images=torch.zeros(0), image_object_id=torch.zeros(0, dtype=torch.long),
+                      activation=rec['activation'] if isinstance(rec['activation'], str)
+                      else list(rec['activation']),
+                      convention=rec['convention'], layer_sizes=list(rec['layer_sizes']),
+                      num_classes=num_classes)
+        path = os.path.join(out, f'{s}.pt')
+        store.save_torch(path, record)
+        views = int(rec['view_id'].max()) + 1 if n else 0
+        entries[s] = dict(file=f'{s}.pt', bytes=os.path.getsize(path), sha256=store.sha256(path),
+                          num_inrs=n, num_objects=int(rec['object_id'].unique().numel()), views=views,
+                          psnr_mean=None, psnr_min=None)
+    settings = dict(source=f'{format}:{os.path.abspath(os.fspath(root))}',
+                    options={k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()})
+    store.write_json(manifest_path, dict(
+        format=store.FORMAT, format_version=store.FORMAT_VERSION, settings=settings, splits=entries,
+        layer_sizes=list(ref['layer_sizes']), activation=record['activation'],
+        convention=ref['convention'], num_classes=num_classes))
+    return out

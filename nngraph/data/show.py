@@ -42,6 +42,9 @@ def show(root: Union[str, os.PathLike], path: Optional[Union[str, os.PathLike]] 
     rec = records[split]
     if rec['y'].numel() == 0:
         raise ValueError(f'split {split!r} of {root!r} is empty: nothing to show')
+    if rec['images'].numel() == 0:
+        raise ValueError(f'{root!r} stores no images (converted from a published dataset): '
+                         f'nothing to compare the INRs with')
 
     # Pick view 0 of the first `per_class` objects of each class.
     first = (rec['view_id'] == 0).nonzero().squeeze(1)

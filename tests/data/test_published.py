@@ -201,3 +201,25 @@ def test_unknown_layout_is_an_error(tmp_path):
         INRGraphDataset(tmp_path, 'train')
     with pytest.raises(ValueError, match="unknown dataset format 'zoo'"):
         INRGraphDataset(tmp_path, 'train', format='zoo')
+
+
+def test_convert_reads_once_into_the_nngraph_format(tmp_path):
+    from nngraph.data import convert_published
+    from nngraph.data.__main__ import main
+    from nngraph.data.show import show
+    make_nfn(tmp_path / 'nfn')
+    out = convert_published(tmp_path / 'nfn', 'nfn', tmp_path / 'conv', split_points=(6, 8))
+    for s in ('train', 'val', 'test'):
+        direct = INRGraphDataset(tmp_path / 'nfn', s, split_points=(6, 8))
+        conv = INRGraphDataset(out, s)
+        assert conv.format == 'nngraph' and len(conv) == len(direct)
+        for name in ('y', 'object_id', 'view_id'):
+            assert torch.equal(getattr(conv, name), getattr(direct, name))
+        for k in range(len(conv)):
+            assert torch.equal(conv[k].edge_attr, direct[k].edge_attr) and torch.equal(conv[k].x, direct[k].x)
+        assert conv.convention == direct.convention and conv.num_classes == 10
+    with pytest.raises(ValueError, match='stores no images'):
+        show(out)
+    make_dwsnets(tmp_path / 'dws')
+    assert main(['convert', str(tmp_path / 'dws'), '--format', 'dwsnets', '--out', str(tmp_path / 'c2')]) == 0
+    assert len(INRGraphDataset(tmp_path / 'c2', 'test')) == 3
