@@ -1,0 +1,100 @@
+"""Command line: ``python -m nngraph.data build | merge | show``.
+
+::
+
+    python -m nngraph.data build digits --views 4 --out data/digits-inr
+    python -m nngraph.data build digits --views 4 --out data/digits-inr --shard 0/4   # x4, anywhere
+    python -m nngraph.data merge data/digits-inr
+    python -m nngraph.data show data/digits-inr            # -> data/digits-inr/figure.png
+    python -m nngraph.data convert SRC --format nfn --out DIR   # a published dataset, read once
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from nngraph.data.build import DEFAULTS, build_inr_dataset, merge_shards
+
+
+def _optional_float(text: str) -> Optional[float]:
+    return None if text.lower() == 'none' else float(text)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the command line on ``argv``; returns the exit status (2 on a clear error)."""
+    parser = argparse.ArgumentParser(prog='python -m nngraph.data', description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    b = sub.add_parser('build', help='fit a multi-view INR dataset (or one shard of it)')
+    b.add_argument('source', help='built-in source name (digits)')
+    b.add_argument('--out', required=True, help='dataset directory')
+    b.add_argument('--views', type=int, default=DEFAULTS['views'], help='INRs per training image')
+    b.add_argument('--val-views', type=int, default=DEFAULTS['val_views'])
+    b.add_argument('--test-views', type=int, default=DEFAULTS['test_views'])
+    b.add_argument('--seed', type=int, default=0)
+    b.add_argument('--limit', type=int, default=None, help='use only the first N images')
+    b.add_argument('--grid', type=int, default=DEFAULTS['grid'], help='resize images to GRID x GRID')
+    b.add_argument('--hidden', type=int, nargs='+', default=list(DEFAULTS['hidden']))
+    b.add_argument('--w0', type=float, default=DEFAULTS['w0'])
+    b.add_argument('--first-w0', type=float, default=DEFAULTS['first_w0'])
+    b.add_argument('--init', choices=('siren', 'zero_bias'), default=DEFAULTS['init'])
+    b.add_argument('--output-offset', type=float, default=DEFAULTS['output_offset'])
+    b.add_argument('--steps', type=int, default=DEFAULTS['steps'])
+    b.add_argument('--lr', type=float, default=DEFAULTS['lr'])
+    b.add_argument('--target-psnr', type=_optional_float, default=DEFAULTS['target_psnr'],
+                   help='per-INR early stop in dB ("none" to always use all steps)')
+    b.add_argument('--chunk-size', type=int, default=DEFAULTS['chunk_size'])
+    b.add_argument('--shard', default=None, help='i/n: fit only the i-th of n slices')
+    b.add_argument('--device', default=None, help='cpu (default), cuda, ...')
+    b.add_argument('--threads', type=int, default=1, help='CPU threads while fitting (0: torch default)')
+    b.add_argument('--overwrite', action='store_true', help='rebuild over other settings')
+    b.add_argument('--quiet', action='store_true', help='no progress bars')
+
+    m = sub.add_parser('merge', help='join the shards in DIR/shards into a complete build')
+    m.add_argument('dir')
+
+    c = sub.add_parser('convert', help='read a published INR dataset once into the nngraph format')
+    c.add_argument('src', help='the published dataset directory')
+    c.add_argument('--format', required=True, choices=('dwsnets', 'neural-graphs', 'nfn'))
+    c.add_argument('--out', required=True)
+    c.add_argument('--splits-file', default=None, help='DWSNets / neural-graphs splits JSON')
+    c.add_argument('--prefix', default=None, help='NFN folder prefix (randinit_smaller)')
+    c.add_argument('--split-points', type=int, nargs=2, default=None, help='NFN: train/val and val/test')
+
+    s = sub.add_parser('show', help='save the figure: originals vs INRs, PSNR histogram')
+    s.add_argument('dir')
+    s.add_argument('--out', default=None, help='PNG path (default DIR/figure.png)')
+    s.add_argument('--split', default='test', choices=('train', 'val', 'test'))
+    s.add_argument('--per-class', type=int, default=1)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == 'build':
+            path = build_inr_dataset(
+                args.source, views=args.views, out=args.out, seed=args.seed, limit=args.limit,
+                grid=args.grid, val_views=args.val_views, test_views=args.test_views,
+                hidden=args.hidden, w0=args.w0, first_w0=args.first_w0, init=args.init,
+                output_offset=args.output_offset, steps=args.steps, lr=args.lr,
+                target_psnr=args.target_psnr, chunk_size=args.chunk_size, shard=args.shard,
+                overwrite=args.overwrite, device=args.device,
+                threads=args.threads or None, progress=not args.quiet)
+        elif args.command == 'merge':
+            path = merge_shards(args.dir)
+        elif args.command == 'convert':
+            from nngraph.data.published import convert_published
+            opts = {k: v for k, v in (('splits_file', args.splits_file), ('prefix', args.prefix),
+                                      ('split_points', args.split_points)) if v is not None}
+            path = convert_published(args.src, args.format, args.out, **opts)
+        else:
+            from nngraph.data.show import show
+            path = show(args.dir, args.out, split=args.split, per_class=args.per_class)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Tests for nngraph/inr.py: SIREN conventions, batched fitting, checkpoints."""
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from nngraph import forward, from_checkpoint, to_weights
+from nngraph.inr import (Siren, SirenConfig, fit, grid, init_params, parse_convention,
+                         psnr, save_checkpoint, stacked_forward)
+
+
+def digits(n, dtype=torch.float32):
+    d = load_digits()
+    return torch.tensor(d.images[:n], dtype=dtype).reshape(n, 64) / 16.0
+
+
+def test_grid_is_row_major_in_unit_square():
+    g = grid(3, 4)
+    assert g.shape == (12, 2)
+    assert torch.equal(g[0], torch.tensor([-1.0, -1.0]))
+    assert torch.equal(g[3], torch.tensor([-1.0, 1.0]))      # end of the first row: x moves
+    assert torch.equal(g[4], torch.tensor([0.0, -1.0]))      # second row: y moves
+    assert torch.equal(g[-1], torch.tensor([1.0, 1.0]))
+
+
+def test_fit_reaches_target_psnr_within_budget():
+    torch.manual_seed(0)
+    res = fit(digits(6), grid(8), views=1, steps=300, lr=1e-3, target_psnr=35.0, progress=False)
+    assert bool((res.psnr >= 35.0).all()), res.psnr
+    assert bool((res.steps < 300).all())                     # stopped early, every one
+    # The reported PSNR is that of the returned weights.
+    for k in range(len(res)):
+        g = res.graph(k)
+        out = forward(g, grid(8)).squeeze(-1)
+        assert float(psnr(out[None], digits(6)[k:k + 1])) == pytest.approx(float(res.psnr[k]), abs=1e-3)
+
+
+def test_batched_fit_equals_fitting_each_alone():
+    x = digits(3, torch.float64)
+    seeds = torch.tensor([[5, 6], [7, 8], [9, 10]])
+    batched = fit(x, grid(8, dtype=torch.float64), views=2, steps=25, seeds=seeds, progress=False,
+                  target_psnr=30.0)
+    for n in range(3):
+        alone = fit(x[n:n + 1], grid(8, dtype=torch.float64), views=2, steps=25, seeds=seeds[n:n + 1],
+                    progress=False, target_psnr=30.0)
+        for wb, wa in zip(batched.weights + batched.biases, alone.weights + alone.biases):
+            torch.testing.assert_close(wb[2 * n:2 * n + 2], wa, rtol=1e-9, atol=1e-10)
+        assert torch.equal(batched.steps[2 * n:2 * n + 2], alone.steps)
+
+
+def test_fit_is_adam_on_the_reference_siren():
+    """One INR fitted by fit() equals the Siren module trained by torch.optim.Adam."""
+    x = digits(1, torch.float64)
+    coords = grid(8, dtype=torch.float64)
+    config = SirenConfig((2, 16, 16, 1), w0=30.0, first_w0=20.0, init='zero_bias', output_offset=0.5)
+    ref = Siren(config, seed=11).double()
+    opt = torch.optim.Adam(ref.parameters(), lr=2e-3)
+    for _ in range(20):
+        opt.zero_grad()
+        loss = (ref(coords).squeeze(-1) - x[0]).pow(2).mean()
+        loss.backward()
+        opt.step()
+    res = fit(x, coords, hidden=(16, 16), w0=30.0, first_w0=20.0, init='zero_bias', output_offset=0.5,
+              steps=20, lr=2e-3, seeds=torch.tensor([[11]]), progress=False)
+    for l, lin in enumerate(ref.layers):
+        torch.testing.assert_close(res.weights[l][0], lin.weight.detach(), rtol=1e-8, atol=1e-10)
+        offset = 0.5 if l == len(ref.layers) - 1 else 0.0
+        torch.testing.assert_close(res.biases[l][0], lin.bias.detach() + offset, rtol=1e-8, atol=1e-10)
+
+
+def test_graph_records_conventions_and_computes_the_whole_inr():
+    x = digits(2)
+    res = fit(x, grid(8), views=1, hidden=(8, 8), first_w0=10.0, output_offset=0.5, init='zero_bias',
+              steps=5, progress=False)
+    g = res.graph(1)
+    assert g.activation == ('sine:10.0', 'sine:30.0', 'identity')   # the first layer's own w0
+    assert parse_convention(g.convention) == {'w0': 30.0, 'first_w0': 10.0, 'init': 'zero_bias',
+                                              'output_offset': 0.5}
+    W, b = to_weights(g)
+    W_raw, b_raw = [w[1:2] for w in res.weights], [bb[1:2] for bb in res.biases]
+    b_raw[-1] = b_raw[-1] - 0.5                                   # the network as trained
+    expect = stacked_forward(W_raw, b_raw, grid(8), res.config)[0]
+    torch.testing.assert_close(forward(g, grid(8)), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_seed_per_view_and_views_differ():
+    res = fit(digits(2), grid(8), views=3, steps=0, seed=4, progress=False)
+    W0 = res.weights[0]                                       # steps=0: the initial networks
+    assert torch.equal(W0[0], W0[3])                          # view 0 of signals 0 and 1
+    assert not torch.equal(W0[0], W0[1])                      # views of one signal differ
+    assert torch.equal(res.seeds, torch.tensor([4, 5, 6, 4, 5, 6]))
+    assert torch.equal(res.view_index, torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert torch.equal(W0[1], init_params(res.config, torch.Generator().manual_seed(5))[0][0])
+
+
+def test_siren_module_equals_stacked_forward_and_its_graph():
+    config = SirenConfig((2, 8, 8, 3), w0=25.0, first_w0=15.0, output_offset=0.25)
+    m = Siren(config, seed=3)
+    coords = grid(5)
+    W = [l.weight.detach()[None] for l in m.layers]
+    b = [l.bias.detach()[None] for l in m.layers]
+    torch.testing.assert_close(stacked_forward(W, b, coords, config)[0], m(coords))
+    torch.testing.assert_close(forward(m.to_graph(), coords), m(coords).detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_save_checkpoint_reads_back_with_no_arguments(tmp_path):
+    res = fit(digits(1), grid(8), steps=3, output_offset=0.5, progress=False)
+    path = tmp_path / 'inr.pt'
+    save_checkpoint(path, [w[0] for w in res.weights], [b[0] for b in res.biases], res.activation,
+                    psnr=float(res.psnr[0]), convention=res.config.convention)
+    g = from_checkpoint(path)
+    assert g.activation == 'sine:30.0'
+    torch.testing.assert_close(forward(g, grid(8)), forward(res.graph(0), grid(8)))
+    assert not list(tmp_path.glob('.*tmp'))                   # no temp file left behind
+    obj = torch.load(path, weights_only=True)
+    assert obj['activation'] == 'sine:30.0' and 'layers.0.weight' in obj['state_dict']
+
+
+def test_save_checkpoint_rejects_bad_metadata(tmp_path):
+    with pytest.raises(TypeError, match="metadata 'bad'"):
+        save_checkpoint(tmp_path / 'x.pt', [torch.zeros(2, 2)], [torch.zeros(2)], 'relu', bad=[1])
+    assert not (tmp_path / 'x.pt').exists()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(signals=torch.zeros(0, 64)), 'no signals'),
+    (dict(signals=torch.zeros(2, 64), coords=grid(7)), 'coords must be'),
+    (dict(signals=torch.full((2, 64), float('nan'))), 'NaN'),
+    (dict(views=0), 'views must be at least 1'),
+    (dict(seeds=torch.zeros(2, 2, dtype=torch.long)), 'seeds must have shape'),
+    (dict(init='xavier'), 'unknown SIREN init'),
+    (dict(w0=0.0), 'w0 must be finite and non-zero'),
+    (dict(signals=torch.zeros(2, 64, dtype=torch.long)), 'floating point'),
+])
+def test_fit_rejects_bad_input(kwargs, message):
+    args = dict(signals=torch.zeros(2, 64), coords=grid(8), views=1, steps=1, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        fit(args.pop('signals'), args.pop('coords'), **args)
+
+
+def test_fit_runs_on_gpu_like_on_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip('no CUDA device')
+    x = digits(4, torch.float64)
+    cpu = fit(x, grid(8, dtype=torch.float64), steps=10, progress=False)
+    gpu = fit(x.cuda(), grid(8, dtype=torch.float64).cuda(), steps=10, progress=False)
+    assert gpu.weights[0].is_cuda
+    torch.testing.assert_close(gpu.weights[1].cpu(), cpu.weights[1], rtol=1e-6, atol=1e-8)
+
+
+def test_save_checkpoint_per_layer_activation(tmp_path):
+    """A first-layer w0 of its own is stored as a list of per-layer strings."""
+    res = fit(digits(1), grid(8), steps=3, first_w0=15.0, progress=False)
+    path = tmp_path / 'inr.pt'
+    save_checkpoint(path, [w[0] for w in res.weights], [b[0] for b in res.biases], res.activation)
+    obj = torch.load(path, weights_only=True)
+    assert obj['activation'] == ['sine:15.0', 'sine:30.0', 'identity']
+    g = from_checkpoint(path, activation=obj['activation'])
+    torch.testing.assert_close(forward(g, grid(8)), forward(res.graph(0), grid(8)))
+
+
+def test_fit_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(digits(2), grid(8), steps=2, threads=1, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match='threads must be a positive'):
+        fit(digits(2), grid(8), steps=2, threads=0, progress=False)
