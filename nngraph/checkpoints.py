@@ -284,7 +284,9 @@ def load_state_dict(source: Union[str, os.PathLike, Mapping]) -> Tuple[Dict[str,
         raise TypeError(f'from_checkpoint expects a path or a dict, got {type(source).__name__}')
     if not isinstance(obj, Mapping):
         raise ValueError(f'{where} holds a {type(obj).__name__}, not a dict of tensors')
-    meta = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (str, int, float, bool))}
+    meta = {k: v for k, v in obj.items() if isinstance(k, str) and (
+        isinstance(v, (str, int, float, bool))
+        or (isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v)))}
     while not any(isinstance(v, Tensor) for v in obj.values()):
         inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:

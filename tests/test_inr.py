@@ -156,7 +156,8 @@ def test_save_checkpoint_per_layer_activation(tmp_path):
     save_checkpoint(path, [w[0] for w in res.weights], [b[0] for b in res.biases], res.activation)
     obj = torch.load(path, weights_only=True)
     assert obj['activation'] == ['sine:15.0', 'sine:30.0', 'identity']
-    g = from_checkpoint(path, activation=obj['activation'])
+    g = from_checkpoint(path)  # the per-layer list is read from the checkpoint itself
+    assert g.activation == ('sine:15.0', 'sine:30.0', 'identity')
     torch.testing.assert_close(forward(g, grid(8)), forward(res.graph(0), grid(8)))
 
 
