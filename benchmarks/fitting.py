@@ -46,8 +46,8 @@ def matmul_gflops(n: int, device, sync, repeats: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def signals(n: int):
-    images, _, _ = load_source('digits', DEFAULTS['grid'])
+def signals(n: int, size: int):
+    images, _, _ = load_source('digits', None if size == 8 else size)
     H, W, C = images.shape[1:]
     return images[:n].reshape(n, H * W, C), grid(H, W)
 
@@ -72,6 +72,8 @@ def main() -> None:
     p.add_argument('--single', type=int, default=8, help='INRs fitted one at a time')
     p.add_argument('--steps', type=int, default=50, help='Adam steps per INR (the same budget for all)')
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--grid', type=int, default=DEFAULTS['grid'],
+                   help="image side the INRs fit (8: the digits' native grid, no upsampling)")
     p.add_argument('--matmul', type=int, default=2048, help='size of the reference matmul')
     p.add_argument('--build-dir', default='data/digits-inr', help='where the default build lives')
     p.add_argument('--skip-build', action='store_true')
@@ -82,7 +84,7 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     peak = matmul_gflops(args.matmul, dev, sync)
-    x, coords = signals(args.inrs)
+    x, coords = signals(args.inrs, args.grid)
     x, coords = x.to(dev), coords.to(dev)
     kw = dict(hidden=DEFAULTS['hidden'], w0=DEFAULTS['w0'], first_w0=DEFAULTS['first_w0'],
               init=DEFAULTS['init'], lr=DEFAULTS['lr'], steps=args.steps, target_psnr=None,
