@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -156,7 +157,7 @@ def from_weights(
     x = torch.cat(bias_list).unsqueeze(-1)                                   # [N, 1]
     # One reduction instead of two elementwise passes: NaN and Inf propagate through
     # the sum. A finite sum that overflows is a false alarm the exact check clears.
-    if not bool((edge_attr.sum() + x.sum()).isfinite()):
+    if not math.isfinite(edge_attr.sum().item() + x.sum().item()):
         _raise_nonfinite(weights, biases, names)
 
     act = _compact(activation if isinstance(activation, str) else tuple(activation), len(weights))

@@ -249,3 +249,10 @@ def test_draw_writes_a_png(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ['graph.png']  # no temp file left
     with pytest.raises(ValueError, match='more than max_edges=10'):
         ng.draw(g, tmp_path / 'big.png', max_edges=10)
+
+
+def test_huge_finite_weights_are_accepted():
+    # their sum overflows to inf in float32; the exact per-layer check clears it
+    big = torch.full((4, 2), 3e38)
+    g = ng.from_weights([big, torch.ones(1, 4)], activation='relu')
+    assert torch.equal(ng.to_weights(g)[0][0], big)
