@@ -89,24 +89,29 @@ class EncoderLayer(nn.Module):
         aggr (str): ``'mean'``, ``'sum'`` or ``'max'`` over a node's edges of
             one direction.
         dropout (float): dropout on the edge hidden message and the node update.
+        edge_hidden (int): width of edge states and edge messages (default
+            ``hidden``); edges outnumber nodes ~17x on 2-32-32-1 networks, so
+            this width sets most of the cost.
         scatter_backend (str): ``'pyg'`` (:func:`torch_geometric.utils.scatter`,
             which itself uses torch-scatter where it is faster) or
             ``'torch_scatter'`` (call torch-scatter directly; benchmarks only).
     """
 
     def __init__(self, hidden: int, aggr: str = 'mean', dropout: float = 0.0,
-                 scatter_backend: str = 'pyg') -> None:
+                 scatter_backend: str = 'pyg', edge_hidden: Optional[int] = None) -> None:
         super().__init__()
         D = hidden
+        De = edge_hidden or hidden
+        self.edge_hidden = De
         self.aggr = aggr
         self.scatter_backend = scatter_backend
         self.node_norm = nn.LayerNorm(D)
-        self.edge_norm = nn.LayerNorm(D)
-        self.node_terms = nn.Linear(D, 2 * D, bias=False)     # [W_s | W_t]
-        self.edge_in = nn.Linear(D, D)                         # W_e, c
-        self.edge_out = nn.Linear(D, D)                        # W_o
-        self.to_fwd = nn.Linear(D, D, bias=False)              # W_->
-        self.to_rev = nn.Linear(D, D, bias=False)              # W_<-
+        self.edge_norm = nn.LayerNorm(De)
+        self.node_terms = nn.Linear(D, 2 * De, bias=False)    # [W_s | W_t]
+        self.edge_in = nn.Linear(De, De)                       # W_e, c
+        self.edge_out = nn.Linear(De, De)                      # W_o
+        self.to_fwd = nn.Linear(De, D, bias=False)             # W_->
+        self.to_rev = nn.Linear(De, D, bias=False)             # W_<-
         self.direction = nn.Parameter(torch.zeros(2, D))       # delta_->, delta_<-
         self.node_mlp = nn.Sequential(nn.Linear(3 * D, 2 * D), nn.ReLU(), nn.Linear(2 * D, D))
         self.act = nn.ReLU()
@@ -131,7 +136,7 @@ class EncoderLayer(nn.Module):
         """General path: ``h [N, D]``, ``e [E, D]``, edges ``src -> dst``."""
         hn = self.node_norm(h)
         st = self.node_terms(hn)
-        D = h.size(-1)
+        D = self.edge_hidden
         z = self.edge_in(self.edge_norm(e)) + st[:, :D].index_select(0, src) + st[:, D:].index_select(0, dst)
         a = self.drop(self.act(z))
         e = e + self.edge_out(a)
@@ -151,7 +156,7 @@ class EncoderLayer(nn.Module):
         node_off, _ = layer_offsets(sizes)
         hn = self.node_norm(h)
         st = self.node_terms(hn)
-        D = h.size(-1)
+        D = self.edge_hidden
         s_terms, t_terms = st[..., :D], st[..., D:]
         new_e, fwd, rev = [], [], []
         for l, e_l in enumerate(e):
@@ -174,7 +179,7 @@ class EncoderLayer(nn.Module):
         [B, N, N]`` true where an edge exists. Supports ``'mean'`` and ``'sum'``."""
         hn = self.node_norm(h)
         st = self.node_terms(hn)
-        D = h.size(-1)
+        D = self.edge_hidden
         m = mask.unsqueeze(-1).to(h.dtype)
         z = self.edge_in(self.edge_norm(e)) + st[..., :D].unsqueeze(2) + st[..., D:].unsqueeze(1)
         a = self.drop(self.act(z)) * m
@@ -209,7 +214,8 @@ class GNNEncoder(nn.Module):
     Args:
         in_features (int): input width :math:`d_0` of the encoded networks.
         out_features (int): output width :math:`d_L` of the encoded networks.
-        hidden (int): state width :math:`D`.
+        hidden (int): node state width :math:`D`.
+        edge_hidden (int): edge state width (``None``: ``hidden``).
         layers (int): number of message-passing layers.
         out_dim (int): embedding size (``None``: ``hidden``).
         dropout (float): dropout inside the layers.
@@ -226,7 +232,8 @@ class GNNEncoder(nn.Module):
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4,
                  out_dim: Optional[int] = None, dropout: float = 0.0, aggr: str = 'mean',
                  fourier_features: int = 0, fourier_scale: float = 10.0, node_channels: int = 1,
-                 edge_channels: int = 1, max_layers: int = 16, scatter_backend: str = 'pyg') -> None:
+                 edge_channels: int = 1, max_layers: int = 16, scatter_backend: str = 'pyg',
+                 edge_hidden: Optional[int] = None) -> None:
         super().__init__()
         if aggr not in AGGREGATIONS:
             raise ValueError(f'aggr must be one of {AGGREGATIONS}, got {aggr!r}')
@@ -243,18 +250,20 @@ class GNNEncoder(nn.Module):
         self.max_layers = int(max_layers)
         self.aggr = aggr
         D = self.hidden
+        De = self.edge_hidden = int(edge_hidden) if edge_hidden else D
         self.fourier = FourierFeatures(edge_channels, fourier_features, fourier_scale) if fourier_features > 0 else None
         edge_in = self.fourier.out_channels if self.fourier is not None else edge_channels
-        self.edge_embed = nn.Linear(edge_in, D)
-        self.edge_layer_embed = nn.Embedding(self.max_layers, D)
+        self.edge_embed = nn.Linear(edge_in, De)
+        self.edge_layer_embed = nn.Embedding(self.max_layers, De)
         self.node_embed = nn.Linear(node_channels, D)
         self.hidden_layer_embed = nn.Embedding(self.max_layers, D)   # index = layer (1..L-1)
         self.input_embed = nn.Embedding(self.in_features, D)
         self.output_embed = nn.Embedding(self.out_features, D)
         self.layers = nn.ModuleList(
-            EncoderLayer(D, aggr, dropout, scatter_backend) for _ in range(self.num_layers))
-        self.readout_norm = nn.LayerNorm((2 + self.in_features + self.out_features) * D)
-        self.readout = nn.Linear((2 + self.in_features + self.out_features) * D, self.out_dim)
+            EncoderLayer(D, aggr, dropout, scatter_backend, De) for _ in range(self.num_layers))
+        width = (1 + self.in_features + self.out_features) * D + De
+        self.readout_norm = nn.LayerNorm(width)
+        self.readout = nn.Linear(width, self.out_dim)
 
     # ------------------------------------------------------------------ checks
     def check(self, batch: Union[Data, Batch]) -> List[Tuple[int, ...]]:
@@ -321,7 +330,7 @@ class GNNEncoder(nn.Module):
         return self.readout(self.readout_norm(z))
 
     def _forward_uniform(self, batch: Batch, sizes: Tuple[int, ...], dense: bool) -> Tensor:
-        B, D = batch.num_graphs, self.hidden
+        B, De = batch.num_graphs, self.edge_hidden
         node_off, edge_off = layer_offsets(sizes)
         Ng, Eg = node_off[-1], edge_off[-1]
         h = self.node_embed(batch.x.view(B, Ng, -1)) + self._node_embedding_uniform(sizes)
@@ -330,7 +339,7 @@ class GNNEncoder(nn.Module):
                               dtype=h.dtype, device=h.device)
         out_deg = torch.tensor([d for l in range(len(sizes) - 1) for d in [sizes[l + 1]] * sizes[l]] + [0] * sizes[-1],
                                dtype=h.dtype, device=h.device)
-        e = [self._edge_inputs(ea[:, edge_off[l]:edge_off[l + 1]]).view(B, sizes[l + 1], sizes[l], D)
+        e = [self._edge_inputs(ea[:, edge_off[l]:edge_off[l + 1]]).view(B, sizes[l + 1], sizes[l], De)
              + self.edge_layer_embed.weight[l] for l in range(len(sizes) - 1)]
         if dense:
             h, e_dense, mask = h, *self._to_dense(e, sizes)
@@ -357,7 +366,6 @@ class GNNEncoder(nn.Module):
         return dense, mask.expand(B, N, N)
 
     def _forward_sparse(self, batch: Batch) -> Tensor:
-        D = self.hidden
         N, B = batch.num_nodes, batch.num_graphs
         src, dst = batch.edge_index
         node_batch = batch.batch
@@ -389,10 +397,11 @@ class GNNEncoder(nn.Module):
         """Forward FLOPs (2 per multiply-add) of the encoder's linear layers on
         one graph of these layer sizes, as the block path computes them."""
         N, E = sum(layer_sizes), sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
-        D = self.hidden
+        D, De = self.hidden, self.edge_hidden
         edge_in = self.fourier.out_channels if self.fourier is not None else self.edge_channels
-        macs = E * edge_in * D + N * self.node_channels * D
-        per_layer = E * 2 * D * D + N * (2 * D * D + 2 * D * D + 3 * D * 2 * D + 2 * D * D)
+        macs = E * edge_in * De + N * self.node_channels * D
+        # per edge: W_e, W_o; per node: [W_s|W_t], W_->, W_<-, node MLP (3D->2D->D)
+        per_layer = E * 2 * De * De + N * (2 * D * De + 2 * De * D + 3 * D * 2 * D + 2 * D * D)
         macs += self.num_layers * per_layer
-        macs += (2 + self.in_features + self.out_features) * D * self.out_dim
+        macs += ((1 + self.in_features + self.out_features) * D + De) * self.out_dim
         return 2 * macs
