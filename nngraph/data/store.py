@@ -1,0 +1,132 @@
+"""On-disk format of a built INR dataset, written atomically and checked on read.
+
+A dataset directory holds one file per split plus a manifest written last::
+
+    DIR/train.pt  DIR/val.pt  DIR/test.pt   one dict of stacked tensors each
+    DIR/manifest.json                       settings, and per split: file name,
+                                            byte size, sha256, counts
+
+A split file (``torch.save``, read with ``weights_only=True``) holds
+``weights`` (list of ``[n, d_{l+1}, d_l]``), ``biases`` (list of
+``[n, d_{l+1}]``, output offset folded in), ``y``, ``object_id``,
+``view_id``, ``steps``, ``seeds`` (long ``[n]``), ``psnr`` (``[n]``),
+``images`` (``[n_objects, H, W, C]``, the fitted signals) with
+``image_object_id``, and the conventions (``activation``, ``convention``,
+``layer_sizes``), ``format`` and ``format_version``.
+
+Every file goes through :func:`nngraph._atomic.atomic_path` (temp file, then
+rename), and the manifest is written only after all split files: a directory
+without a manifest is an unfinished build, and a split file whose size or
+hash differs from the manifest is refused by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict
+
+import torch
+
+from nngraph._atomic import atomic_path
+
+FORMAT = 'nngraph-inr'
+FORMAT_VERSION = 1
+SPLITS = ('train', 'val', 'test')
+MANIFEST = 'manifest.json'
+
+SPLIT_KEYS = ('weights', 'biases', 'y', 'object_id', 'view_id', 'psnr', 'steps', 'seeds',
+              'images', 'image_object_id', 'activation', 'convention', 'layer_sizes')
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_torch(path: str, obj: Any) -> None:
+    """``torch.save`` through a temp file renamed onto ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str, what: str) -> Dict[str, Any]:
+    """Loads a file this package wrote, turning every failure into a
+    ``ValueError`` that names the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{what} {path!r} is missing')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:   # truncated zip, bad pickle, ...: all mean "not a complete file"
+        raise ValueError(f'{what} {path!r} is truncated or corrupt and cannot be read '
+                         f'({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""})') from None
+    if not isinstance(obj, dict) or obj.get('format') != FORMAT:
+        raise ValueError(f'{what} {path!r} is not an nngraph INR file')
+    if obj.get('format_version') != FORMAT_VERSION:
+        raise ValueError(f'{what} {path!r} has format version {obj.get("format_version")}, '
+                         f'this nngraph reads version {FORMAT_VERSION}')
+    return obj
+
+
+def write_json(path: str, obj: Dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+
+
+def read_manifest(root: str) -> Dict[str, Any]:
+    """The manifest of a complete build in ``root``.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist, or has no manifest (an
+            unfinished or interrupted build).
+        ValueError: an unreadable manifest.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'no dataset directory {root!r}')
+    path = os.path.join(root, MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{root!r} holds no complete INR dataset: {MANIFEST} is missing '
+                                f'(the build was interrupted or never ran; build it with '
+                                f'nngraph.data.build_inr_dataset or python -m nngraph.data build)')
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f'manifest {path!r} cannot be read: {err}') from None
+    if manifest.get('format') != FORMAT or manifest.get('format_version') != FORMAT_VERSION:
+        raise ValueError(f'{path!r} is not a version-{FORMAT_VERSION} {FORMAT} manifest')
+    return manifest
+
+
+def read_split(root: str, split: str, manifest: Dict[str, Any] | None = None) -> Dict[str, Any]:
+    """Loads and checks one split file of a complete build.
+
+    Raises:
+        ValueError: an unknown split, a split file that is missing, truncated
+            (size differs from the manifest) or corrupt (hash differs), each
+            naming the file.
+    """
+    if split not in SPLITS:
+        raise ValueError(f'unknown split {split!r}; choose one of {SPLITS}')
+    manifest = read_manifest(root) if manifest is None else manifest
+    entry = manifest['splits'].get(split)
+    if entry is None:
+        raise ValueError(f'the dataset in {root!r} has no {split!r} split')
+    path = os.path.join(root, entry['file'])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'split file {path!r} is missing from the dataset in {root!r}')
+    size = os.path.getsize(path)
+    if size != entry['bytes']:
+        raise ValueError(f'split file {path!r} is truncated or was replaced: {size} bytes, '
+                         f'the manifest says {entry["bytes"]}')
+    if sha256(path) != entry['sha256']:
+        raise ValueError(f'split file {path!r} is corrupt: its sha256 differs from the manifest')
+    record = load_torch(path, 'split file')
+    missing = [k for k in SPLIT_KEYS if k not in record]
+    if missing:
+        raise ValueError(f'split file {path!r} lacks {missing}')
+    return record
