@@ -51,6 +51,7 @@ DEFAULTS: Dict[str, Any] = {
     'data': {
         'source': 'digits',     # digits (built if absent) | inr (a built INRGraphDataset folder) | toy
         'root': 'data/digits',
+        'format': 'auto',       # source inr: auto | nngraph | dwsnets | neural-graphs | nfn
         'build_views': 1,       # views fitted per training object when building
         'views': 1,             # views per training object used for training
         'limit': None,          # build from the first `limit` images only
@@ -339,9 +340,11 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     root = d['root']
     if not os.path.isdir(root):
         raise ValueError(f"data.root {root!r} does not exist (data.source {d['source']!r})")
-    train = D.INRGraphDataset(root, 'train', views=d['views'], transform=transform)
-    source = D.INRGraphDataset(root, 'train', views=d['views'])
-    return train, D.INRGraphDataset(root, 'val'), D.INRGraphDataset(root, 'test'), source
+    fmt = d['format'] if d['source'] == 'inr' else 'auto'
+    split = lambda name, **kw: D.INRGraphDataset(root, name, format=fmt, **kw)
+    views = d['views']
+    return (split('train', views=views, transform=transform), split('val'), split('test'),
+            split('train', views=views))
 
 
 # --------------------------------------------------------------------------- #
@@ -363,6 +366,16 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
                 edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
                 dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
                 fourier_scale=m['fourier_scale'])
+
+
+def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
+    """Fits the encoder's input standardisation on the first ``max_graphs``
+    graphs of ``dataset`` (untransformed; the same on every process)."""
+    encoder = model if isinstance(model, GNNEncoder) else getattr(model, 'encoder', None)
+    if encoder is None:
+        return
+    n = min(len(dataset), max_graphs)
+    encoder.fit_normalization(Batch.from_data_list([dataset[i] for i in range(n)]))
 
 
 class ContrastiveModel(nn.Module):
@@ -594,11 +607,13 @@ def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     seed, o, d = int(config['seed']), config['optim'], config['data']
     device = dist_.device
     torch.manual_seed(seed)
-    train, val, test, _, K, sizes, _ = _prepare_data(config, dist_, True, soft_labels=True)
+    train, val, test, source, K, sizes, _ = _prepare_data(config, dist_, True, soft_labels=True)
 
     # ---- model, optimizer, schedule
     torch.manual_seed(seed)             # same initial weights on every rank
-    model = build_model(config, K, sizes).to(device)
+    model = build_model(config, K, sizes)
+    fit_normalization(model, source)
+    model = model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = _train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed)
@@ -768,7 +783,9 @@ def _contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str
     torch.manual_seed(seed)
     _, val, test, source, K, sizes, transform = _prepare_data(config, dist_, True, soft_labels=False)
     torch.manual_seed(seed)
-    encoder = GNNEncoder(**encoder_kwargs(config, sizes)).to(device)
+    encoder = GNNEncoder(**encoder_kwargs(config, sizes))
+    fit_normalization(encoder, source)
+    encoder = encoder.to(device)
     random_state = {k: v.clone() for k, v in encoder.state_dict().items()}
     model = ContrastiveModel(encoder, int(c['projection_dim'])).to(device)
     history, wall_before, start = [], 0.0, 0

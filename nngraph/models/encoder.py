@@ -253,6 +253,13 @@ class GNNEncoder(nn.Module):
         De = self.edge_hidden = int(edge_hidden) if edge_hidden else D
         self.fourier = FourierFeatures(edge_channels, fourier_features, fourier_scale) if fourier_features > 0 else None
         edge_in = self.fourier.out_channels if self.fourier is not None else edge_channels
+        # Standardisation of weights and biases per layer index (SIREN hidden
+        # weights are ~1e-2, first-layer weights ~1: unscaled, the small ones
+        # vanish next to the embeddings). Identity until fit_normalization.
+        self.register_buffer('edge_shift', torch.zeros(self.max_layers, edge_channels))
+        self.register_buffer('edge_scale', torch.ones(self.max_layers, edge_channels))
+        self.register_buffer('node_shift', torch.zeros(self.max_layers + 1, node_channels))
+        self.register_buffer('node_scale', torch.ones(self.max_layers + 1, node_channels))
         self.edge_embed = nn.Linear(edge_in, De)
         self.edge_layer_embed = nn.Embedding(self.max_layers, De)
         self.node_embed = nn.Linear(node_channels, D)
@@ -285,6 +292,32 @@ class GNNEncoder(nn.Module):
         return sizes
 
     # ------------------------------------------------------------------ inputs
+    @torch.no_grad()
+    def fit_normalization(self, batch: Batch) -> None:
+        r"""Sets the per-layer standardisation of inputs from a sample of
+        graphs: weights of weight layer :math:`l` become
+        :math:`(w - \mu_l) / \sigma_l`, biases of node layer :math:`l` likewise
+        (statistics over all graphs, neurons and channels of the sample; input
+        nodes are left as they are). Stored as buffers, so saved with the model.
+
+        Args:
+            batch: a :class:`~torch_geometric.data.Batch` of training graphs.
+        """
+        if not isinstance(batch, Batch):
+            batch = Batch.from_data_list([batch])
+        self.check(batch)
+        edge_layer = batch.layer.index_select(0, batch.edge_index[0])
+        L = int(batch.layer.max())
+        for l in range(L + 1):
+            w = batch.edge_attr[edge_layer == l]
+            if l < L and w.size(0) > 1:
+                self.edge_shift[l] = w.mean(0)
+                self.edge_scale[l] = w.std(0).clamp(min=1e-8)
+            b = batch.x[batch.layer == l]
+            if l > 0 and b.size(0) > 1:
+                self.node_shift[l] = b.mean(0)
+                self.node_scale[l] = b.std(0).clamp(min=1e-8)
+
     def _edge_inputs(self, edge_attr: Tensor) -> Tensor:
         return self.edge_embed(self.fourier(edge_attr) if self.fourier is not None else edge_attr)
 
@@ -333,13 +366,17 @@ class GNNEncoder(nn.Module):
         B, De = batch.num_graphs, self.edge_hidden
         node_off, edge_off = layer_offsets(sizes)
         Ng, Eg = node_off[-1], edge_off[-1]
-        h = self.node_embed(batch.x.view(B, Ng, -1)) + self._node_embedding_uniform(sizes)
+        layer_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=batch.x.device),
+                                                torch.tensor(sizes, device=batch.x.device))
+        x = (batch.x.view(B, Ng, -1) - self.node_shift[layer_of_node]) / self.node_scale[layer_of_node]
+        h = self.node_embed(x) + self._node_embedding_uniform(sizes)
         ea = batch.edge_attr.view(B, Eg, -1)
         in_deg = torch.tensor([0] * sizes[0] + [d for l in range(1, len(sizes)) for d in [sizes[l - 1]] * sizes[l]],
                               dtype=h.dtype, device=h.device)
         out_deg = torch.tensor([d for l in range(len(sizes) - 1) for d in [sizes[l + 1]] * sizes[l]] + [0] * sizes[-1],
                                dtype=h.dtype, device=h.device)
-        e = [self._edge_inputs(ea[:, edge_off[l]:edge_off[l + 1]]).view(B, sizes[l + 1], sizes[l], De)
+        e = [self._edge_inputs((ea[:, edge_off[l]:edge_off[l + 1]] - self.edge_shift[l]) / self.edge_scale[l])
+             .view(B, sizes[l + 1], sizes[l], De)
              + self.edge_layer_embed.weight[l] for l in range(len(sizes) - 1)]
         if dense:
             h, e_dense, mask = h, *self._to_dense(e, sizes)
@@ -381,8 +418,11 @@ class GNNEncoder(nn.Module):
         pos = torch.where(is_in.unsqueeze(-1), self.input_embed(local.clamp(max=self.in_features - 1)), pos)
         out_idx = (local - (counts - self.out_features)).clamp(min=0, max=self.out_features - 1)
         pos = torch.where(is_out.unsqueeze(-1), self.output_embed(out_idx), pos)
-        h = self.node_embed(batch.x) + pos
-        e = self._edge_inputs(batch.edge_attr) + self.edge_layer_embed(layer.index_select(0, src))
+        lay = layer.clamp(max=self.max_layers)
+        h = self.node_embed((batch.x - self.node_shift[lay]) / self.node_scale[lay]) + pos
+        edge_layer = layer.index_select(0, src).clamp(max=self.max_layers - 1)
+        e = self._edge_inputs((batch.edge_attr - self.edge_shift[edge_layer]) / self.edge_scale[edge_layer])
+        e = e + self.edge_layer_embed(edge_layer)
         ones = torch.ones_like(src, dtype=h.dtype)
         in_deg = scatter(ones, dst, dim=0, dim_size=N, reduce='sum')
         out_deg = scatter(ones, src, dim=0, dim_size=N, reduce='sum')
