@@ -70,6 +70,7 @@ DEFAULTS: Dict[str, Any] = {
         'aggr': 'mean',
         'fourier_features': 0,
         'fourier_scale': 10.0,
+        'probe_points': 0,      # neuron activations at P fixed inputs as node features
         'flat_hidden': 256,     # flat baseline only
         'flat_layers': 2,
     },
@@ -365,7 +366,7 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
     return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
                 edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
                 dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
-                fourier_scale=m['fourier_scale'])
+                fourier_scale=m['fourier_scale'], probe_points=m['probe_points'])
 
 
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from nngraph.graph import architecture, layer_offsets
+from nngraph import activations as A
+from nngraph.graph import architecture, layer_offsets, layer_views, stacked_layer_views
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']
 
@@ -227,13 +228,18 @@ class GNNEncoder(nn.Module):
         edge_channels (int): channels of ``edge_attr``.
         max_layers (int): largest number of weight layers of an encoded network.
         scatter_backend (str): see :class:`EncoderLayer`.
+        probe_points (int): :math:`P`; with :math:`P > 0` each node also gets
+            its neuron's activation at :math:`P` fixed points of
+            :math:`[-1, 1]^{d_0}` (the encoded network is evaluated; inputs get
+            the points, outputs the network's values). Equivariant to hidden
+            permutations, so the encoder stays invariant.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4,
                  out_dim: Optional[int] = None, dropout: float = 0.0, aggr: str = 'mean',
                  fourier_features: int = 0, fourier_scale: float = 10.0, node_channels: int = 1,
                  edge_channels: int = 1, max_layers: int = 16, scatter_backend: str = 'pyg',
-                 edge_hidden: Optional[int] = None) -> None:
+                 edge_hidden: Optional[int] = None, probe_points: int = 0) -> None:
         super().__init__()
         if aggr not in AGGREGATIONS:
             raise ValueError(f'aggr must be one of {AGGREGATIONS}, got {aggr!r}')
@@ -262,7 +268,13 @@ class GNNEncoder(nn.Module):
         self.register_buffer('node_scale', torch.ones(self.max_layers + 1, node_channels))
         self.edge_embed = nn.Linear(edge_in, De)
         self.edge_layer_embed = nn.Embedding(self.max_layers, De)
-        self.node_embed = nn.Linear(node_channels, D)
+        # Probe features (as in neural-graphs): every neuron's activation at
+        # P fixed input points, a per-neuron feature that moves with the neuron
+        # under any hidden permutation, so invariance is kept.
+        self.probe_points = int(probe_points)
+        gen = torch.Generator().manual_seed(1)
+        self.register_buffer('probe_inputs', torch.rand(self.probe_points, self.in_features, generator=gen) * 2 - 1)
+        self.node_embed = nn.Linear(node_channels + self.probe_points, D)
         self.hidden_layer_embed = nn.Embedding(self.max_layers, D)   # index = layer (1..L-1)
         self.input_embed = nn.Embedding(self.in_features, D)
         self.output_embed = nn.Embedding(self.out_features, D)
@@ -321,6 +333,36 @@ class GNNEncoder(nn.Module):
     def _edge_inputs(self, edge_attr: Tensor) -> Tensor:
         return self.edge_embed(self.fourier(edge_attr) if self.fourier is not None else edge_attr)
 
+    def _probe_uniform(self, batch: Batch) -> Tensor:
+        """``[B, N_g, P]``: activations of every neuron at the probe points."""
+        weights, biases = stacked_layer_views(batch)
+        act = batch.activation
+        act = act[0] if isinstance(act, list) else act
+        acts = A.per_layer(act, len(weights))
+        h = self.probe_inputs.t().to(batch.edge_attr.dtype).expand(batch.num_graphs, -1, -1)   # [B, d_0, P]
+        feats = [h]
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            h = A.get(acts[l])(torch.baddbmm(b[..., :1], w[..., 0], h))                        # [B, d_{l+1}, P]
+            feats.append(h)
+        return torch.cat(feats, dim=1)
+
+    def _probe_sparse(self, batch: Batch) -> Tensor:
+        """``[N, P]`` for a batch of any architectures (one small forward per
+        graph: only mixed batches come here)."""
+        out = []
+        acts_all = batch.activation if isinstance(batch.activation, list) else [batch.activation]
+        for g in range(batch.num_graphs):
+            one = batch.get_example(g)
+            weights, biases = layer_views(one)
+            acts = A.per_layer(acts_all[g], len(weights))
+            h = self.probe_inputs.t().to(batch.edge_attr.dtype)
+            feats = [h]
+            for l, (w, b) in enumerate(zip(weights, biases)):
+                h = A.get(acts[l])(torch.addmm(b[:, :1], w[..., 0], h))
+                feats.append(h)
+            out.append(torch.cat(feats))
+        return torch.cat(out)
+
     def _node_embedding_uniform(self, sizes: Tuple[int, ...]) -> Tensor:
         """``[N_g, D]`` position embeddings of one architecture's nodes."""
         parts = [self.input_embed.weight]
@@ -369,6 +411,8 @@ class GNNEncoder(nn.Module):
         layer_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=batch.x.device),
                                                 torch.tensor(sizes, device=batch.x.device))
         x = (batch.x.view(B, Ng, -1) - self.node_shift[layer_of_node]) / self.node_scale[layer_of_node]
+        if self.probe_points:
+            x = torch.cat([x, self._probe_uniform(batch)], dim=-1)
         h = self.node_embed(x) + self._node_embedding_uniform(sizes)
         ea = batch.edge_attr.view(B, Eg, -1)
         in_deg = torch.tensor([0] * sizes[0] + [d for l in range(1, len(sizes)) for d in [sizes[l - 1]] * sizes[l]],
@@ -419,7 +463,10 @@ class GNNEncoder(nn.Module):
         out_idx = (local - (counts - self.out_features)).clamp(min=0, max=self.out_features - 1)
         pos = torch.where(is_out.unsqueeze(-1), self.output_embed(out_idx), pos)
         lay = layer.clamp(max=self.max_layers)
-        h = self.node_embed((batch.x - self.node_shift[lay]) / self.node_scale[lay]) + pos
+        x = (batch.x - self.node_shift[lay]) / self.node_scale[lay]
+        if self.probe_points:
+            x = torch.cat([x, self._probe_sparse(batch)], dim=-1)
+        h = self.node_embed(x) + pos
         edge_layer = layer.index_select(0, src).clamp(max=self.max_layers - 1)
         e = self._edge_inputs((batch.edge_attr - self.edge_shift[edge_layer]) / self.edge_scale[edge_layer])
         e = e + self.edge_layer_embed(edge_layer)
@@ -439,7 +486,7 @@ class GNNEncoder(nn.Module):
         N, E = sum(layer_sizes), sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
         D, De = self.hidden, self.edge_hidden
         edge_in = self.fourier.out_channels if self.fourier is not None else self.edge_channels
-        macs = E * edge_in * De + N * self.node_channels * D
+        macs = E * edge_in * De + N * (self.node_channels + self.probe_points) * D
         # per edge: W_e, W_o; per node: [W_s|W_t], W_->, W_<-, node MLP (3D->2D->D)
         per_layer = E * 2 * De * De + N * (2 * D * De + 2 * De * D + 3 * D * 2 * D + 2 * D * D)
         macs += self.num_layers * per_layer

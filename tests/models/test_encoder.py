@@ -23,7 +23,8 @@ def permuted(g, gen):
 
 def encoder(**kw):
     torch.manual_seed(0)
-    args = dict(in_features=2, out_features=1, hidden=16, edge_hidden=8, layers=3, fourier_features=4)
+    args = dict(in_features=2, out_features=1, hidden=16, edge_hidden=8, layers=3, fourier_features=4,
+                probe_points=5)
     args.update(kw)
     return GNNEncoder(**args).double().eval()
 
