@@ -87,11 +87,11 @@ def time_fwd_bwd(enc: GNNEncoder, batch: Batch, path: str, seconds: float) -> di
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--widths', default='32,64,128')
-    p.add_argument('--default-width', type=int, default=64)
-    p.add_argument('--layers', type=int, default=4)
+    p.add_argument('--widths', default='16,32,64', help='edge widths; node width is twice')
+    p.add_argument('--default-width', type=int, default=32)
+    p.add_argument('--layers', type=int, default=3)
     p.add_argument('--batches', default='32,128,512')
-    p.add_argument('--seconds', type=float, default=3.0)
+    p.add_argument('--seconds', type=float, default=2.0)
     p.add_argument('--no-dense', action='store_true')
     p.add_argument('--torch-scatter', action='store_true', help='also time torch-scatter directly')
     args = p.parse_args()
@@ -110,7 +110,7 @@ def main() -> None:
     for B in (int(b) for b in args.batches.split(',')):
         batch = siren_batch(B)
         for D in widths:
-            enc = GNNEncoder(SIZES[0], SIZES[-1], hidden=D, layers=args.layers)
+            enc = GNNEncoder(SIZES[0], SIZES[-1], hidden=2 * D, edge_hidden=D, layers=args.layers)
             flops = 3 * enc.linear_flops(SIZES) * B       # forward + backward ~ 3x forward
             paths = ['blocks', 'sparse']
             if D == args.default_width and not args.no_dense:
@@ -123,11 +123,11 @@ def main() -> None:
                 print(f"B={B:4d} D={D:4d} {path:7s}: {r['graphs_per_s']:8.1f} graphs/s, "
                       f"{100 * r['matmul_fraction']:5.1f}% of matmul, peak {r['peak_mem_mb'] or float('nan'):8.1f} MB",
                       flush=True)
-            if have_ts and args.torch_scatter:
+            if have_ts and args.torch_scatter and D == args.default_width:
                 for aggr in ('mean', 'max'):
                     for backend in ('pyg', 'torch_scatter'):
-                        enc2 = GNNEncoder(SIZES[0], SIZES[-1], hidden=D, layers=args.layers, aggr=aggr,
-                                          scatter_backend=backend)
+                        enc2 = GNNEncoder(SIZES[0], SIZES[-1], hidden=2 * D, edge_hidden=D, layers=args.layers,
+                                          aggr=aggr, scatter_backend=backend)
                         r = time_fwd_bwd(enc2, batch, 'sparse', args.seconds)
                         r.update(batch=B, width=D, path='sparse', aggr=aggr, backend=backend,
                                  matmul_fraction=flops / r['step_s'] / 1e9 / peak)
