@@ -66,12 +66,13 @@ def time_fwd_bwd(enc: GNNEncoder, batch: Batch, path: str, seconds: float) -> di
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             step()
-        # Peak of the running sum of CPU allocations during the step.
-        events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0),
+        # Peak of the running sum of CPU allocations (+) and frees (-) during
+        # the step; *self* usage, so nested ops are not counted twice.
+        events = sorted((e for e in prof.events() if e.self_cpu_memory_usage != 0),
                         key=lambda e: e.time_range.start)
         run = peak = 0
         for e in events:
-            run += e.cpu_memory_usage
+            run += e.self_cpu_memory_usage
             peak = max(peak, run)
         mem = peak / 2 ** 20
     except Exception:   # profiler memory stats are best effort
