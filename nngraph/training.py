@@ -518,7 +518,8 @@ def plot_curves(path: str, history: List[Dict[str, Any]], title: str) -> None:
     axes[1].set_title('loss')
     for ax in axes:
         ax.set_xlabel('epoch')
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
