@@ -32,6 +32,7 @@ same function (tested).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -70,6 +71,16 @@ class FourierFeatures(nn.Module):
     def forward(self, w: Tensor) -> Tensor:
         proj = 2 * math.pi * (w @ self.freqs)
         return torch.cat([w, torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _degrees(sizes: Tuple[int, ...]) -> Tuple[Tensor, Tensor]:
+    """In- and out-degree ``[N_g]`` of every node of one architecture (cached)."""
+    sizes_t = torch.tensor(sizes)
+    zero = torch.zeros(1, dtype=torch.long)
+    in_deg = torch.repeat_interleave(torch.cat([zero, sizes_t[:-1]]), sizes_t)
+    out_deg = torch.repeat_interleave(torch.cat([sizes_t[1:], zero]), sizes_t)
+    return in_deg, out_deg
 
 
 def _aggregate(a: Tensor, dim: int, aggr: str) -> Tensor:
@@ -337,7 +348,10 @@ class GNNEncoder(nn.Module):
         """``[B, N_g, P]``: activations of every neuron at the probe points."""
         weights, biases = stacked_layer_views(batch)
         act = batch.activation
-        act = act[0] if isinstance(act, list) else act
+        if isinstance(act, list):
+            if any(a != act[0] for a in act):
+                raise ValueError(f'probe features of one architecture need one activation, got {sorted(set(map(str, act)))}')
+            act = act[0]
         acts = A.per_layer(act, len(weights))
         h = self.probe_inputs.t().to(batch.edge_attr.dtype).expand(batch.num_graphs, -1, -1)   # [B, d_0, P]
         feats = [h]
@@ -415,10 +429,7 @@ class GNNEncoder(nn.Module):
             x = torch.cat([x, self._probe_uniform(batch)], dim=-1)
         h = self.node_embed(x) + self._node_embedding_uniform(sizes)
         ea = batch.edge_attr.view(B, Eg, -1)
-        in_deg = torch.tensor([0] * sizes[0] + [d for l in range(1, len(sizes)) for d in [sizes[l - 1]] * sizes[l]],
-                              dtype=h.dtype, device=h.device)
-        out_deg = torch.tensor([d for l in range(len(sizes) - 1) for d in [sizes[l + 1]] * sizes[l]] + [0] * sizes[-1],
-                               dtype=h.dtype, device=h.device)
+        in_deg, out_deg = (d.to(h.device, h.dtype) for d in _degrees(sizes))
         e = [self._edge_inputs((ea[:, edge_off[l]:edge_off[l + 1]] - self.edge_shift[l]) / self.edge_scale[l])
              .view(B, sizes[l + 1], sizes[l], De)
              + self.edge_layer_embed.weight[l] for l in range(len(sizes) - 1)]
