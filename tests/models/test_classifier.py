@@ -1,0 +1,60 @@
+"""GraphClassifier is invariant to hidden permutations; the flat baseline is not."""
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import nngraph
+from nngraph.graph import layer_views, permute_hidden, with_layers
+from nngraph.models import FlatMLPClassifier, GraphClassifier, ProjectionHead
+
+
+def graphs(n, sizes=(2, 8, 8, 1), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        W = [torch.randn(b, a, generator=gen) for a, b in zip(sizes[:-1], sizes[1:])]
+        b = [torch.randn(d, generator=gen) for d in sizes[1:]]
+        out.append(nngraph.from_weights(W, b, 'sine:30.0'))
+    return out
+
+
+def permute(g, seed):
+    gen = torch.Generator().manual_seed(seed)
+    weights, biases = layer_views(g)
+    return with_layers(g, *permute_hidden(weights, biases, [torch.randperm(d, generator=gen)
+                                                             for d in g.layer_sizes[1:-1]]))
+
+
+def test_classifier_invariant_flat_not():
+    torch.manual_seed(0)
+    gs = graphs(4)
+    ps = [permute(g, i) for i, g in enumerate(gs)]
+    # The permuted networks compute the same function (so they are the same object).
+    x = torch.rand(16, 2)
+    torch.testing.assert_close(nngraph.forward(gs[0], x), nngraph.forward(ps[0], x), rtol=1e-5, atol=1e-5)
+    a, b = Batch.from_data_list(gs), Batch.from_data_list(ps)
+    clf = GraphClassifier(10, in_features=2, out_features=1, hidden=16, edge_hidden=8, layers=2).eval()
+    out = clf(a)
+    assert out.shape == (4, 10)
+    torch.testing.assert_close(out, clf(b), rtol=1e-4, atol=1e-5)
+    flat = FlatMLPClassifier(10, (2, 8, 8, 1), hidden=32).eval()
+    assert flat(a).shape == (4, 10)
+    assert (flat(a) - flat(b)).abs().max() > 1e-3
+
+
+def test_flat_rejects_other_architecture():
+    flat = FlatMLPClassifier(3, (2, 8, 8, 1))
+    with pytest.raises(ValueError, match=r'built for layer sizes \(2, 8, 8, 1\)'):
+        flat(Batch.from_data_list(graphs(2, (2, 4, 1))))
+
+
+def test_classifier_rejects_wrong_widths():
+    clf = GraphClassifier(3, in_features=2, out_features=1, hidden=8, layers=1)
+    with pytest.raises(ValueError, match='2 inputs, 1 outputs'):
+        clf(Batch.from_data_list(graphs(2, (2, 4, 3))))
+    with pytest.raises(ValueError, match='num_classes'):
+        GraphClassifier(1, in_features=2, out_features=1)
+
+
+def test_projection_head_shape():
+    assert ProjectionHead(16, 8)(torch.randn(5, 16)).shape == (5, 8)

@@ -1,0 +1,116 @@
+"""GNNEncoder: invariance to hidden-neuron permutations, equality of its three
+paths, mixed architectures, and clear errors."""
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import nngraph
+from nngraph.graph import layer_views, permute_hidden, with_layers
+from nngraph.models import GNNEncoder
+
+
+def random_graph(sizes, gen, dtype=torch.float64):
+    W = [torch.randn(b, a, generator=gen, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+    b = [torch.randn(d, generator=gen, dtype=dtype) for d in sizes[1:]]
+    return nngraph.from_weights(W, b, 'sine:30.0')
+
+
+def permuted(g, gen):
+    weights, biases = layer_views(g)
+    perms = [torch.randperm(d, generator=gen) for d in g.layer_sizes[1:-1]]
+    return with_layers(g, *permute_hidden(weights, biases, perms))
+
+
+def encoder(**kw):
+    torch.manual_seed(0)
+    args = dict(in_features=2, out_features=1, hidden=16, edge_hidden=8, layers=3, fourier_features=4,
+                probe_points=5)
+    args.update(kw)
+    return GNNEncoder(**args).double().eval()
+
+
+@pytest.mark.parametrize('path', ['blocks', 'sparse', 'dense'])
+def test_invariant_to_hidden_permutations(path):
+    gen = torch.Generator().manual_seed(1)
+    graphs = [random_graph((2, 8, 6, 1), gen) for _ in range(3)]
+    perm = [permuted(g, gen) for g in graphs]
+    # The permutation really changed the weights (otherwise the test proves nothing).
+    assert not torch.equal(graphs[0].edge_attr, perm[0].edge_attr)
+    enc = encoder()
+    a = enc(Batch.from_data_list(graphs), path=path)
+    b = enc(Batch.from_data_list(perm), path=path)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_permutation_of_inputs_changes_embedding():
+    # Input neurons are not interchangeable: swapping the two input columns of
+    # W_0 is a different network and must (generically) embed differently.
+    gen = torch.Generator().manual_seed(2)
+    g = random_graph((2, 8, 1), gen)
+    weights, biases = layer_views(g)
+    swapped = with_layers(g, [weights[0][:, [1, 0]], weights[1]], biases)
+    enc = encoder()
+    assert not torch.allclose(enc(g), enc(swapped), atol=1e-6)
+
+
+@pytest.mark.parametrize('aggr', ['mean', 'sum', 'max'])
+def test_paths_compute_the_same_function(aggr):
+    gen = torch.Generator().manual_seed(3)
+    batch = Batch.from_data_list([random_graph((2, 5, 7, 3), gen) for _ in range(4)])
+    enc = encoder(out_features=3, aggr=aggr)
+    ref = enc(batch, path='blocks')
+    torch.testing.assert_close(enc(batch, path='sparse'), ref, rtol=1e-10, atol=1e-10)
+    if aggr != 'max':
+        torch.testing.assert_close(enc(batch, path='dense'), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_of_paths_agree():
+    gen = torch.Generator().manual_seed(4)
+    batch = Batch.from_data_list([random_graph((2, 6, 1), gen) for _ in range(3)])
+    enc = encoder()
+    grads = []
+    for path in ('blocks', 'sparse'):
+        enc.zero_grad()
+        enc(batch, path=path).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-10)
+
+
+def test_mixed_architectures_equal_each_graph_alone():
+    gen = torch.Generator().manual_seed(5)
+    graphs = [random_graph(s, gen) for s in [(2, 8, 8, 1), (2, 5, 1), (2, 3, 4, 6, 1)]]
+    enc = encoder()
+    together = enc(Batch.from_data_list(graphs))
+    alone = torch.cat([enc(g) for g in graphs])
+    torch.testing.assert_close(together, alone, rtol=1e-10, atol=1e-10)
+
+
+def test_wrong_widths_raise_clear_error():
+    gen = torch.Generator().manual_seed(6)
+    enc = encoder()
+    bad = Batch.from_data_list([random_graph((2, 4, 1), gen), random_graph((3, 4, 1), gen)])
+    with pytest.raises(ValueError, match=r'graph 1 has layer sizes \(3, 4, 1\).*2 inputs, 1 outputs'):
+        enc(bad)
+    with pytest.raises(ValueError, match='one architecture'):
+        enc(Batch.from_data_list([random_graph((2, 4, 1), gen), random_graph((2, 5, 1), gen)]), path='blocks')
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='aggr'):
+        GNNEncoder(2, 1, aggr='median')
+    with pytest.raises(ValueError, match='hidden'):
+        GNNEncoder(2, 1, hidden=0)
+
+
+def test_linear_flops_match_flop_counter():
+    # The benchmark's FLOP figure must be what torch actually multiplies.
+    from torch.utils.flop_counter import FlopCounterMode
+    gen = torch.Generator().manual_seed(7)
+    sizes = (2, 8, 6, 1)
+    batch = Batch.from_data_list([random_graph(sizes, gen, torch.float32) for _ in range(3)])
+    enc = GNNEncoder(2, 1, hidden=16, edge_hidden=8, layers=2, out_dim=12)
+    with FlopCounterMode(display=False) as counter:
+        enc(batch)
+    assert counter.get_total_flops() == 3 * enc.linear_flops(sizes)

@@ -1,0 +1,59 @@
+"""train.py from the command line: config errors, every shipped config loads,
+and a 2-process torchrun run on CPU."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nngraph import training as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The public transform names of DESIGN.md: shipped configs may only use these.
+PUBLIC_TRANSFORMS = {'RandomNeuronPermutation', 'RandomSignFlip', 'SirenBiasShift', 'RandomPositiveScaling',
+                     'InputRotation', 'InputTranslation', 'InputScaling', 'WeightNoise', 'WeightDropout',
+                     'QuantileZeroing', 'LabelSmoothing', 'WeightMixUp', 'SelfAlignMixUp'}
+TOY = ['data.source=toy', 'data.limit=32', 'data.batch_size=8', 'model.hidden=8', 'model.edge_hidden=8',
+       'model.layers=1', 'model.out_dim=8', 'optim.epochs=2', 'device=cpu']
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS='1')
+    return env
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(ROOT, 'configs', '*.yaml'))))
+def test_shipped_configs_load(path):
+    cfg = T.load_config(path)
+    names = {e if isinstance(e, str) else next(iter(e)) for e in cfg['transforms']}
+    assert names <= PUBLIC_TRANSFORMS, names - PUBLIC_TRANSFORMS
+
+
+def test_default_config_is_digits():
+    cfg = T.load_config(os.path.join(ROOT, 'configs', 'digits.yaml'))
+    assert cfg['data']['source'] == 'digits' and cfg['mode'] == 'supervised'
+
+
+def test_cli_reports_unknown_key(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'out_dir={tmp_path}', 'optim.lrate=1'],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert r.returncode != 0
+    assert "unknown config key 'optim.lrate'" in r.stderr and "'lr'" in r.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_cpu(tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+           os.path.join(ROOT, 'train.py'), '--quiet', f'out_dir={tmp_path}', 'name=ddp'] + TOY
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ['ddp']
+    files = sorted(os.listdir(tmp_path / 'ddp'))
+    assert files == ['checkpoint.pt', 'config.yaml', 'curves.png', 'metrics.json'], files
+    m = json.loads((tmp_path / 'ddp' / 'metrics.json').read_text())
+    assert m['finished'] and m['world_size'] == 2 and len(m['epochs']) == 2
+    # Evaluation was reduced over both ranks: accuracies are multiples of 1/16 (16 val graphs).
+    assert all(abs(h['val_acc'] * 16 - round(h['val_acc'] * 16)) < 1e-9 for h in m['epochs'])

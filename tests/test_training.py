@@ -1,0 +1,210 @@
+"""nngraph.training: losses, config handling, transform pipeline, and short
+end-to-end runs on the built-in toy set (supervised, resume, contrastive)."""
+import json
+import os
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nngraph import training as T
+
+
+def toy_config(tmp_path, **over):
+    cfg = T.load_config(None, [
+        f'out_dir={tmp_path}', 'name=toy', 'data.source=toy', 'data.limit=64', 'data.batch_size=16',
+        'model.hidden=16', 'model.edge_hidden=8', 'model.layers=2', 'model.out_dim=16',
+        'optim.epochs=6', 'optim.lr=1e-2', 'device=cpu'] + [f'{k}={v}' for k, v in over.items()])
+    return cfg
+
+
+# --------------------------------------------------------------------------- losses
+
+def test_soft_cross_entropy_equals_hard_for_one_hot():
+    torch.manual_seed(0)
+    logits, y = torch.randn(7, 5), torch.randint(0, 5, (7,))
+    hard = T.soft_cross_entropy(logits, y)
+    soft = T.soft_cross_entropy(logits, F.one_hot(y, 5).float())
+    torch.testing.assert_close(hard, soft)
+    torch.testing.assert_close(hard, F.cross_entropy(logits, y))
+
+
+def test_soft_cross_entropy_of_mixed_labels():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 4)
+    y = torch.tensor([[0.3, 0.7, 0.0, 0.0]] * 3)
+    expected = 0.3 * F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)) + \
+        0.7 * F.cross_entropy(logits, torch.ones(3, dtype=torch.long))
+    torch.testing.assert_close(T.soft_cross_entropy(logits, y), expected)
+    assert T.hard_labels(y).tolist() == [1, 1, 1]
+
+
+def test_nt_xent_matches_definition():
+    torch.manual_seed(2)
+    z1, z2, tau = torch.randn(4, 6), torch.randn(4, 6), 0.5
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    sim = z @ z.t() / tau
+    losses = []
+    for i in range(8):
+        pos = (i + 4) % 8
+        others = torch.cat([sim[i, :i], sim[i, i + 1:]])
+        losses.append(-(sim[i, pos] - torch.logsumexp(others, 0)))
+    torch.testing.assert_close(T.nt_xent(z1, z2, tau), torch.stack(losses).mean())
+    # Identical views score better than unrelated ones.
+    assert T.nt_xent(z1, z1, 0.1) < T.nt_xent(z1, z2, 0.1)
+
+
+def test_warmup_cosine():
+    f = T.warmup_cosine(total_steps=10, warmup_steps=2)
+    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(1.0)
+    assert f(2) == pytest.approx(1.0) and f(10) == pytest.approx(0.0)
+    assert f(6) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- config
+
+def test_overrides_are_parsed_and_nested():
+    cfg = T.load_config(None, ['optim.lr=3e-4', 'model.layers=5', 'transforms=[RandomSignFlip]',
+                               'data.limit=null', 'name=x'])
+    assert cfg['optim']['lr'] == pytest.approx(3e-4) and isinstance(cfg['optim']['lr'], float)
+    assert cfg['model']['layers'] == 5 and cfg['transforms'] == ['RandomSignFlip']
+    assert cfg['data']['limit'] is None and cfg['name'] == 'x'
+
+
+def test_unknown_keys_list_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rate'.*'lr'"):
+        T.load_config(None, ['optim.learning_rate=1'])
+    p = tmp_path / 'bad.yaml'
+    p.write_text('modle:\n  hidden: 3\n')
+    with pytest.raises(ValueError, match=r"unknown config key 'modle'.*'model'"):
+        T.load_config(str(p))
+    with pytest.raises(ValueError, match='mode must be one of'):
+        T.load_config(None, ['mode=reinforce'])
+    with pytest.raises(ValueError, match='key.sub=value'):
+        T.load_config(None, ['optim.lr'])
+
+
+def test_config_file_name_is_default_run_name(tmp_path):
+    p = tmp_path / 'my_run.yaml'
+    p.write_text('optim:\n  epochs: 3\n')
+    cfg = T.load_config(str(p))
+    assert cfg['name'] == 'my_run' and cfg['optim']['epochs'] == 3
+
+
+@pytest.fixture
+def fake_transforms(monkeypatch):
+    """A stand-in nngraph.transforms so the builder is tested on its own."""
+    from torch_geometric.transforms import BaseTransform
+
+    class Scale(BaseTransform):
+        def __init__(self, factor=2.0):
+            self.factor = factor
+
+        def forward(self, data):
+            data.edge_attr = data.edge_attr * self.factor
+            return data
+
+    class WeightMixUp(BaseTransform):
+        def __init__(self, source, mode='vanilla', alpha=0.2):
+            self.source, self.mode = source, mode
+
+        def forward(self, data):
+            return data
+
+    mod = types.ModuleType('nngraph.transforms')
+    mod.Scale, mod.WeightMixUp, mod.__all__ = Scale, WeightMixUp, ['Scale', 'WeightMixUp']
+    monkeypatch.setitem(sys.modules, 'nngraph.transforms', mod)
+    return mod
+
+
+def test_transform_pipeline_by_name(fake_transforms):
+    src = object()
+    pipe = T.build_transforms(['Scale', {'Scale': {'factor': 3.0}}, {'WeightMixUp': {'mode': 'aligned'}}],
+                              source=src, num_classes=4)
+    names = [type(t).__name__ for t in pipe.transforms]
+    assert names == ['Scale', 'Scale', 'WeightMixUp', 'OneHotLabel']
+    assert pipe.transforms[1].factor == 3.0 and pipe.transforms[2].source is src
+    g = T.toy_dataset(1, 'train')[0]
+    out = pipe(g)
+    torch.testing.assert_close(out.edge_attr, g.edge_attr * 6)
+    assert out.y.shape == (1, 4) and out.y.dtype == torch.float32
+    assert g.y.dtype == torch.long      # the input graph is untouched
+
+
+def test_unknown_transform_lists_valid_ones(fake_transforms):
+    with pytest.raises(ValueError, match=r"unknown transform 'Rotate'.*\['Scale', 'WeightMixUp'\]"):
+        T.build_transforms(['Rotate'])
+    with pytest.raises(ValueError, match='bad arguments for transform Scale'):
+        T.build_transforms([{'Scale': {'gain': 1}}])
+    with pytest.raises(ValueError, match='WeightMixUp needs'):
+        T.build_transforms(['WeightMixUp'])
+
+
+# --------------------------------------------------------------------------- runs
+
+def _strip_times(history):
+    return [{k: v for k, v in h.items() if k not in ('epoch_time_s', 'graphs_per_s')} for h in history]
+
+
+def test_supervised_run_learns_toy_set(tmp_path):
+    m = T.run(toy_config(tmp_path, **{'optim.epochs': 8}), progress=False)
+    hist = m['epochs']
+    assert hist[-1]['train_loss'] < 0.5 * hist[0]['train_loss']
+    assert m['test_acc'] >= 0.9           # chance is 0.5
+    run = tmp_path / 'toy'
+    assert {'config.yaml', 'metrics.json', 'checkpoint.pt', 'curves.png'} <= set(os.listdir(run))
+    saved = json.loads((run / 'metrics.json').read_text())
+    assert saved['finished'] and saved['best_epoch'] == m['best_epoch']
+    assert saved['test_acc'] == pytest.approx(hist[m['best_epoch']]['test_acc'])
+    ck = torch.load(run / 'checkpoint.pt', weights_only=False)
+    assert {'model', 'optimizer', 'scheduler', 'epoch', 'rng'} <= set(ck)
+
+
+def test_finished_run_is_refused_unless_overwrite(tmp_path):
+    cfg = toy_config(tmp_path, **{'optim.epochs': 1})
+    T.run(cfg, progress=False)
+    with pytest.raises(T.RunExistsError, match='finished run.*--resume.*--overwrite'):
+        T.run(cfg, progress=False)
+    assert T.run(cfg, overwrite=True, progress=False)['epochs'][0]['epoch'] == 0
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    full = T.run(toy_config(tmp_path / 'a', **{'optim.epochs': 4}), progress=False)
+
+    # Kill the second run right after its second checkpoint is written.
+    real_save, calls = T.save_checkpoint, []
+
+    def save_then_die(path, **state):
+        real_save(path, **state)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(T, 'save_checkpoint', save_then_die)
+    cfg = toy_config(tmp_path / 'b', **{'optim.epochs': 4})
+    with pytest.raises(KeyboardInterrupt):
+        T.run(cfg, progress=False)
+    monkeypatch.setattr(T, 'save_checkpoint', real_save)
+    with pytest.raises(T.RunExistsError, match='partial run'):
+        T.run(cfg, progress=False)
+    resumed = T.run(cfg, resume=True, progress=False)
+    assert _strip_times(resumed['epochs']) == _strip_times(full['epochs'])
+    assert resumed['test_acc'] == full['test_acc'] and resumed['best_epoch'] == full['best_epoch']
+
+
+def test_flat_baseline_runs(tmp_path):
+    m = T.run(toy_config(tmp_path, **{'model.name': 'flat', 'optim.epochs': 2}), progress=False)
+    assert len(m['epochs']) == 2 and 0 <= m['test_acc'] <= 1
+
+
+@pytest.mark.slow
+def test_contrastive_then_probe(tmp_path):
+    m = T.run(toy_config(tmp_path, mode='contrastive+probe', **{'optim.epochs': 3}), progress=False)
+    assert len(m['epochs']) == 3 and all(h['train_loss'] > 0 for h in m['epochs'])
+    assert 0 <= m['probe']['test_acc'] <= 1 and 0 <= m['probe_random_encoder']['test_acc'] <= 1
+    # A probe-only run reads the contrastive checkpoint and gives the same probe.
+    cfg = toy_config(tmp_path, mode='probe', name='probe',
+                     **{'probe.checkpoint': str(tmp_path / 'toy')})
+    p = T.run(cfg, progress=False)
+    assert p['probe'] == m['probe']

@@ -1,0 +1,54 @@
+"""Train a weight-space model on parameter graphs.
+
+    python train.py                                   # configs/digits.yaml
+    python train.py --config configs/permutation.yaml optim.epochs=20 model.hidden=128
+    torchrun --nproc_per_node=2 train.py --config configs/digits.yaml
+
+Reads the YAML config top to bottom (every key is listed with its default in
+nngraph.training.DEFAULTS), applies `key.sub=value` overrides, and writes
+runs/<name>/: config.yaml, metrics.json, checkpoint.pt, curves.png.
+The loops themselves live in nngraph/training.py.
+"""
+import argparse
+import json
+import os
+import sys
+
+from nngraph import training
+
+# ----------------------------------------------------------------------------- config
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('--config', default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                     'configs', 'digits.yaml'))
+parser.add_argument('--resume', action='store_true', help='continue the run in runs/<name>/')
+parser.add_argument('--overwrite', action='store_true', help='start runs/<name>/ over')
+parser.add_argument('--quiet', action='store_true', help='no progress bars')
+parser.add_argument('overrides', nargs='*', help='key.sub=value (value read as YAML)')
+args = parser.parse_args()
+
+try:
+    config = training.load_config(args.config, args.overrides)
+except (ValueError, OSError) as err:
+    sys.exit(f'config error: {err}')
+
+rank = int(os.environ.get('RANK', '0'))
+if rank == 0:
+    print(f"run {config['name']} ({config['mode']}) -> {os.path.join(config['out_dir'], config['name'])}")
+
+# ----------------------------------------------------------------------------- train, evaluate, save
+# data (built if absent), model, AdamW + warmup/cosine, the epoch loop with
+# validation-based selection, the final test evaluation and the run folder
+# are all in training.run, in that order.
+try:
+    metrics = training.run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+except training.RunExistsError as err:
+    sys.exit(str(err))
+
+# ----------------------------------------------------------------------------- report
+if rank == 0:
+    summary = {k: metrics[k] for k in ('best_epoch', 'best_val_acc', 'test_acc', 'wall_time_s',
+                                        'train_graphs_per_s') if metrics.get(k) is not None}
+    for key in ('probe', 'probe_random_encoder'):
+        if key in metrics:
+            summary[key + '_test_acc'] = metrics[key]['test_acc']
+    print(json.dumps(summary))
