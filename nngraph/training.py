@@ -259,10 +259,7 @@ def build_transforms(spec: Sequence[Any], source=None, num_classes: Optional[int
     """
     steps: List[BaseTransform] = []
     if spec:
-        try:
-            import nngraph.transforms as T
-        except ImportError as err:      # the transforms package lands separately
-            raise ValueError(f'config lists transforms but nngraph.transforms cannot be imported: {err}')
+        import nngraph.transforms as T
         valid = sorted(getattr(T, '__all__', []))
         for entry in spec:
             if isinstance(entry, str):

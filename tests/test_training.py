@@ -2,14 +2,13 @@
 end-to-end runs on the built-in toy set (supervised, resume, contrastive)."""
 import json
 import os
-import sys
-import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nngraph import training as T
+from nngraph.graph import forward
 
 
 def toy_config(tmp_path, **over):
@@ -93,51 +92,31 @@ def test_config_file_name_is_default_run_name(tmp_path):
     assert cfg['name'] == 'my_run' and cfg['optim']['epochs'] == 3
 
 
-@pytest.fixture
-def fake_transforms(monkeypatch):
-    """A stand-in nngraph.transforms so the builder is tested on its own."""
-    from torch_geometric.transforms import BaseTransform
-
-    class Scale(BaseTransform):
-        def __init__(self, factor=2.0):
-            self.factor = factor
-
-        def forward(self, data):
-            data.edge_attr = data.edge_attr * self.factor
-            return data
-
-    class WeightMixUp(BaseTransform):
-        def __init__(self, source, mode='vanilla', alpha=0.2):
-            self.source, self.mode = source, mode
-
-        def forward(self, data):
-            return data
-
-    mod = types.ModuleType('nngraph.transforms')
-    mod.Scale, mod.WeightMixUp, mod.__all__ = Scale, WeightMixUp, ['Scale', 'WeightMixUp']
-    monkeypatch.setitem(sys.modules, 'nngraph.transforms', mod)
-    return mod
-
-
-def test_transform_pipeline_by_name(fake_transforms):
-    src = object()
-    pipe = T.build_transforms(['Scale', {'Scale': {'factor': 3.0}}, {'WeightMixUp': {'mode': 'aligned'}}],
-                              source=src, num_classes=4)
+def test_transform_pipeline_by_name():
+    source = T.toy_dataset(8, 'train')
+    pipe = T.build_transforms(['RandomNeuronPermutation', {'WeightNoise': {'std': 0.0}},
+                               {'WeightMixUp': {'mode': 'vanilla', 'lam': 1.0}}],
+                              source=source, num_classes=2)
     names = [type(t).__name__ for t in pipe.transforms]
-    assert names == ['Scale', 'Scale', 'WeightMixUp', 'OneHotLabel']
-    assert pipe.transforms[1].factor == 3.0 and pipe.transforms[2].source is src
-    g = T.toy_dataset(1, 'train')[0]
+    assert names == ['RandomNeuronPermutation', 'WeightNoise', 'WeightMixUp', 'OneHotLabel']
+    assert pipe.transforms[1].std == 0.0
+    g = source[3]
+    before = g.edge_attr.clone()
     out = pipe(g)
-    torch.testing.assert_close(out.edge_attr, g.edge_attr * 6)
-    assert out.y.shape == (1, 4) and out.y.dtype == torch.float32
-    assert g.y.dtype == torch.long      # the input graph is untouched
+    # permutation, zero noise and MixUp at coefficient 1 keep the function
+    x = torch.rand(50, 2) * 2 - 1
+    torch.testing.assert_close(forward(out, x), forward(g, x), atol=1e-5, rtol=1e-5)
+    assert not torch.equal(out.edge_attr, g.edge_attr)          # but the weights moved
+    assert out.y.shape == (1, 2) and out.y.dtype == torch.float32
+    assert torch.equal(out.y, F.one_hot(g.y, 2).float())
+    assert g.y.dtype == torch.long and torch.equal(g.edge_attr, before)  # input untouched
 
 
-def test_unknown_transform_lists_valid_ones(fake_transforms):
-    with pytest.raises(ValueError, match=r"unknown transform 'Rotate'.*\['Scale', 'WeightMixUp'\]"):
+def test_unknown_transform_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown transform 'Rotate'.*'RandomSignFlip'"):
         T.build_transforms(['Rotate'])
-    with pytest.raises(ValueError, match='bad arguments for transform Scale'):
-        T.build_transforms([{'Scale': {'gain': 1}}])
+    with pytest.raises(ValueError, match='bad arguments for transform WeightNoise'):
+        T.build_transforms([{'WeightNoise': {'gain': 1}}])
     with pytest.raises(ValueError, match='WeightMixUp needs'):
         T.build_transforms(['WeightMixUp'])
 
