@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument('--grid', type=int, default=DEFAULTS['grid'],
                    help="image side the INRs fit (8: the digits' native grid, no upsampling)")
     p.add_argument('--matmul', type=int, default=2048, help='size of the reference matmul')
-    p.add_argument('--build-dir', default='data/digits-inr', help='where the default build lives')
+    p.add_argument('--build-dir', default='data/digits', help='where the default build lives')
     p.add_argument('--skip-build', action='store_true')
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -2,10 +2,10 @@
 
 ::
 
-    python -m nngraph.data build digits --views 4 --out data/digits-inr
-    python -m nngraph.data build digits --views 4 --out data/digits-inr --shard 0/4   # x4, anywhere
-    python -m nngraph.data merge data/digits-inr
-    python -m nngraph.data show data/digits-inr            # -> data/digits-inr/figure.png
+    python -m nngraph.data build digits --views 4 --out data/digits
+    python -m nngraph.data build digits --views 4 --out data/digits --shard 0/4   # x4, anywhere
+    python -m nngraph.data merge data/digits
+    python -m nngraph.data show data/digits            # -> data/digits/figure.png
     python -m nngraph.data convert SRC --format nfn --out DIR   # a published dataset, read once
 """
 from __future__ import annotations

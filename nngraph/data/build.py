@@ -234,7 +234,7 @@ def _compatible(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
 def build_inr_dataset(
     source: Source = 'digits',
     views: int = DEFAULTS['views'],
-    out: Union[str, os.PathLike] = 'data/digits-inr',
+    out: Union[str, os.PathLike] = 'data/digits',
     seed: int = 0,
     limit: Optional[int] = None,
     *,
