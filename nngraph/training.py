@@ -696,7 +696,7 @@ def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
         _write_metrics(run_dir, config, history, best, final, wall, finished=True)
         if history:
             plot_curves(os.path.join(run_dir, 'curves.png'), history,
-                        f"{config['name']}: best epoch {best['epoch'] + 1}, test acc {final['acc']:.3f}")
+                        f"{config['name']}: best epoch {best['epoch']}, test acc {final['acc']:.3f}")
     dist_.barrier()
     return metrics
 
