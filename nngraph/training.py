@@ -602,6 +602,16 @@ def _prepare_data(config, dist_, with_transforms: bool, soft_labels: bool):
     return train, val, test, source, K, sizes, transform
 
 
+def _optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_clip) -> None:
+    """Backward, optional gradient-norm clipping, one optimizer and one schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+    optimizer.step()
+    scheduler.step()
+
+
 def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     seed, o, d = int(config['seed']), config['optim'], config['data']
     device = dist_.device
@@ -649,12 +659,7 @@ def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
             batch = batch.to(device)
             logits = ddp(batch)
             loss = soft_cross_entropy(logits, batch.y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if o['grad_clip']:
-                nn.utils.clip_grad_norm_(model.parameters(), float(o['grad_clip']))
-            optimizer.step()
-            scheduler.step()
+            _optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
             n = batch.num_graphs
             loss_sum += float(loss.detach()) * n
             correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
@@ -829,12 +834,7 @@ def _contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str
                 # One forward over both views: one batch, one DDP all-reduce.
                 z = ddp(Batch.from_data_list(v1.to_data_list() + v2.to_data_list()))
                 loss = nt_xent(z[:v1.num_graphs], z[v1.num_graphs:], float(c['temperature']))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if o['grad_clip']:
-                    nn.utils.clip_grad_norm_(model.parameters(), float(o['grad_clip']))
-                optimizer.step()
-                scheduler.step()
+                _optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
                 loss_sum += float(loss.detach()) * v1.num_graphs
                 count += v1.num_graphs
                 bar.set_postfix(loss=f'{loss_sum / count:.3f}')

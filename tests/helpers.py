@@ -12,6 +12,18 @@ from nngraph import activations as A
 ACTIVATIONS = ('relu', 'leaky_relu:0.2', 'tanh', 'sigmoid', 'gelu', 'silu', 'sine:30.0', 'identity')
 
 
+class SineLayer(nn.Module):
+    """A SIREN layer as the original SIREN and NFN code write it: ``Linear`` + ``omega_0``."""
+
+    def __init__(self, d_in: int, d_out: int, omega_0: float = 30.0) -> None:
+        super().__init__()
+        self.omega_0 = omega_0
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega_0 * self.linear(x))
+
+
 def mlp(sizes: Sequence[int], activation: str = 'relu', *, seed: int = 0,
         dtype: torch.dtype = torch.float32, last: str = 'identity') -> nn.Sequential:
     """``nn.Sequential`` of Linear layers with ``activation`` between them."""

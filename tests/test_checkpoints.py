@@ -9,7 +9,7 @@ from torch import nn
 
 import nngraph as ng
 from nngraph.checkpoints import chain_layers, load_state_dict
-from tests.helpers import inputs, mlp, random_weights
+from tests.helpers import SineLayer, inputs, mlp, random_weights
 
 
 def assert_same_function(g, model, d_in, atol=0.0):
@@ -41,18 +41,6 @@ class Nested(nn.Module):
         h = F.leaky_relu(self.encoder.fc1(x), negative_slope=0.2)
         h = torch.tanh(self.encoder.fc2(h))
         return self.head(h)
-
-
-class SineLayer(nn.Module):
-    """The SIREN layer of the original paper's code style: Linear + omega_0."""
-
-    def __init__(self, d_in, d_out, omega_0=30.0):
-        super().__init__()
-        self.omega_0 = omega_0
-        self.linear = nn.Linear(d_in, d_out)
-
-    def forward(self, x):
-        return torch.sin(self.omega_0 * self.linear(x))
 
 
 class FunctionalSiren(nn.Module):

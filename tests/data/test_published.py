@@ -13,6 +13,7 @@ from nngraph import forward
 from nngraph.data import INRGraphDataset
 from nngraph.data.published import detect_format
 from nngraph.inr import grid, parse_convention
+from tests.helpers import SineLayer
 
 
 # --- the original definitions ------------------------------------------------
@@ -42,22 +43,12 @@ class DWSINR(nn.Module):
         return self.seq(x) + 0.5
 
 
-class NFNSineLayer(nn.Module):
-    def __init__(self, d_in, d_out, omega_0=30.0):
-        super().__init__()
-        self.omega_0 = omega_0
-        self.linear = nn.Linear(d_in, d_out)
-
-    def forward(self, x):
-        return torch.sin(self.omega_0 * self.linear(x))
-
-
 class NFNSiren(nn.Module):
     """Siren(2, 32, hidden_layers=1, 1, outermost_linear=True, first/hidden omega_0 = 30)."""
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(NFNSineLayer(2, 32), NFNSineLayer(32, 32), nn.Linear(32, 1))
+        self.net = nn.Sequential(SineLayer(2, 32), SineLayer(32, 32), nn.Linear(32, 1))
 
     def forward(self, coords):
         return self.net(coords), coords
