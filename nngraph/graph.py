@@ -443,7 +443,7 @@ def to_module(g: Data) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def forward(g: Graph, inputs: Tensor) -> Tensor:
+def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tensor, List[Tensor]]:
     """Evaluates the network(s) a graph or a batch encodes.
 
     Args:
@@ -451,6 +451,9 @@ def forward(g: Graph, inputs: Tensor) -> Tensor:
             of one architecture.
         inputs: ``[..., d_0]`` for one graph; for a batch ``[n, d_0]`` (the same
             points for every network) or ``[B, n, d_0]``.
+        all_layers: return every layer's output (after its activation), the
+            inputs first: ``L + 1`` tensors ``[..., d_l]`` (or ``[B, n, d_l]``),
+            e.g. for probe features of every neuron.
 
     Returns:
         ``[..., d_L]`` for one graph, ``[B, n, d_L]`` for a batch; one batched
@@ -464,24 +467,28 @@ def forward(g: Graph, inputs: Tensor) -> Tensor:
         if inputs.dim() != 3 or inputs.shape[0] != B or inputs.shape[-1] != d_in:
             raise ValueError(f'inputs for a batch of {B} networks with {d_in} inputs must be '
                              f'[n, {d_in}] or [{B}, n, {d_in}], got {tuple(inputs.shape)}')
-        h = inputs
-        acts = A.per_layer(g.activation[0], len(weights))
         if any(a != g.activation[0] for a in g.activation):
-            raise ValueError('graphs in the batch have different activations')
-        for l, (w, b) in enumerate(zip(weights, biases)):
-            h = torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
-            h = A.get(acts[l])(h)
-        return h
-    weights, biases = layer_views(g)
-    if inputs.shape[-1] != weights[0].shape[1]:
-        raise ValueError(f'inputs have {inputs.shape[-1]} features but the network takes '
-                         f'{weights[0].shape[1]}')
-    acts = A.per_layer(g.activation, len(weights))
-    h = inputs
+            raise ValueError(f'graphs in the batch have different activations: '
+                             f'{sorted(set(map(str, g.activation)))}')
+        acts = A.per_layer(g.activation[0], len(weights))
+
+        def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [B, n, d_l] -> [B, n, d_{l+1}]
+            return torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
+    else:
+        weights, biases = layer_views(g)
+        if inputs.shape[-1] != weights[0].shape[1]:
+            raise ValueError(f'inputs have {inputs.shape[-1]} features but the network takes '
+                             f'{weights[0].shape[1]}')
+        acts = A.per_layer(g.activation, len(weights))
+
+        def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [..., d_l] -> [..., d_{l+1}]
+            return torch.addmm(b[:, 0], h.reshape(-1, h.shape[-1]), w[..., 0].t()).view(*h.shape[:-1], -1)
+
+    h, outputs = inputs, [inputs]
     for l, (w, b) in enumerate(zip(weights, biases)):
-        h = torch.addmm(b[:, 0], h.reshape(-1, h.shape[-1]), w[..., 0].t()).view(*h.shape[:-1], -1)
-        h = A.get(acts[l])(h)
-    return h
+        h = A.get(acts[l])(affine(h, w, b))
+        outputs.append(h)
+    return outputs if all_layers else h
 
 
 # --------------------------------------------------------------------------- #

@@ -256,3 +256,24 @@ def test_huge_finite_weights_are_accepted():
     big = torch.full((4, 2), 3e38)
     g = ng.from_weights([big, torch.ones(1, 4)], activation='relu')
     assert torch.equal(ng.to_weights(g)[0][0], big)
+
+
+def test_forward_all_layers_gives_every_layer_for_graphs_and_batches():
+    weights, biases = random_weights([2, 6, 5, 3], seed=4)
+    g = ng.from_weights(weights, biases, activation='tanh')
+    x = inputs(11, 2)
+    outs = ng.forward(g, x, all_layers=True)
+    assert [o.shape for o in outs] == [(11, 2), (11, 6), (11, 5), (11, 3)]
+    assert outs[0] is x and torch.equal(outs[-1], ng.forward(g, x))
+    assert torch.allclose(outs[1], torch.tanh(x @ weights[0].t() + biases[0]), atol=1e-6)
+    assert torch.allclose(outs[2], torch.tanh(outs[1] @ weights[1].t() + biases[1]), atol=1e-6)
+    batch = Batch.from_data_list([g, ng.from_weights(*random_weights([2, 6, 5, 3], seed=5), activation='tanh')])
+    stacked = ng.forward(batch, x, all_layers=True)
+    assert [o.shape for o in stacked] == [(2, 11, 2), (2, 11, 6), (2, 11, 5), (2, 11, 3)]
+    assert all(torch.allclose(s[0], o, atol=1e-6) for s, o in zip(stacked, outs))
+
+
+def test_batch_forward_names_differing_activations():
+    graphs = [ng.from_weights(*random_weights([2, 3, 1]), activation=a) for a in ('tanh', 'relu')]
+    with pytest.raises(ValueError, match=r"different activations: \['relu', 'tanh'\]"):
+        ng.forward(Batch.from_data_list(graphs), inputs(4, 2))

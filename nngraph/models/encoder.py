@@ -41,8 +41,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from nngraph import activations as A
-from nngraph.graph import architecture, layer_offsets, layer_views, stacked_layer_views
+from nngraph.graph import architecture, forward, layer_offsets
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']
 
@@ -346,36 +345,15 @@ class GNNEncoder(nn.Module):
 
     def _probe_uniform(self, batch: Batch) -> Tensor:
         """``[B, N_g, P]``: activations of every neuron at the probe points."""
-        weights, biases = stacked_layer_views(batch)
-        act = batch.activation
-        if isinstance(act, list):
-            if any(a != act[0] for a in act):
-                raise ValueError(f'probe features of one architecture need one activation, got {sorted(set(map(str, act)))}')
-            act = act[0]
-        acts = A.per_layer(act, len(weights))
-        h = self.probe_inputs.t().to(batch.edge_attr.dtype).expand(batch.num_graphs, -1, -1)   # [B, d_0, P]
-        feats = [h]
-        for l, (w, b) in enumerate(zip(weights, biases)):
-            h = A.get(acts[l])(torch.baddbmm(b[..., :1], w[..., 0], h))                        # [B, d_{l+1}, P]
-            feats.append(h)
-        return torch.cat(feats, dim=1)
+        outs = forward(batch, self.probe_inputs.to(batch.edge_attr.dtype), all_layers=True)  # [B, P, d_l]
+        return torch.cat(outs, dim=-1).transpose(1, 2)
 
     def _probe_sparse(self, batch: Batch) -> Tensor:
         """``[N, P]`` for a batch of any architectures (one small forward per
         graph: only mixed batches come here)."""
-        out = []
-        acts_all = batch.activation if isinstance(batch.activation, list) else [batch.activation]
-        for g in range(batch.num_graphs):
-            one = batch.get_example(g)
-            weights, biases = layer_views(one)
-            acts = A.per_layer(acts_all[g], len(weights))
-            h = self.probe_inputs.t().to(batch.edge_attr.dtype)
-            feats = [h]
-            for l, (w, b) in enumerate(zip(weights, biases)):
-                h = A.get(acts[l])(torch.addmm(b[:, :1], w[..., 0], h))
-                feats.append(h)
-            out.append(torch.cat(feats))
-        return torch.cat(out)
+        probe = self.probe_inputs.to(batch.edge_attr.dtype)
+        return torch.cat([torch.cat(forward(batch.get_example(g), probe, all_layers=True), dim=-1).t()
+                          for g in range(batch.num_graphs)])
 
     def _node_embedding_uniform(self, sizes: Tuple[int, ...]) -> Tensor:
         """``[N_g, D]`` position embeddings of one architecture's nodes."""
@@ -422,8 +400,7 @@ class GNNEncoder(nn.Module):
         B, De = batch.num_graphs, self.edge_hidden
         node_off, edge_off = layer_offsets(sizes)
         Ng, Eg = node_off[-1], edge_off[-1]
-        layer_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=batch.x.device),
-                                                torch.tensor(sizes, device=batch.x.device))
+        layer_of_node = batch.layer[:Ng]                      # the same for every graph
         x = (batch.x.view(B, Ng, -1) - self.node_shift[layer_of_node]) / self.node_scale[layer_of_node]
         if self.probe_points:
             x = torch.cat([x, self._probe_uniform(batch)], dim=-1)
