@@ -30,11 +30,11 @@ from torch_geometric.transforms import BaseTransform, Compose
 from tqdm.auto import tqdm
 
 from nngraph._atomic import atomic_path
-from nngraph.models import FlatMLPClassifier, GNNEncoder, GraphClassifier, ProjectionHead
+from nngraph.models import FlatMLPClassifier, FlatMLPEncoder, GNNEncoder, GraphClassifier, ProjectionHead
 
 __all__ = [
     'DEFAULTS', 'MODES', 'load_config', 'merge_config', 'apply_overrides', 'soft_cross_entropy',
-    'nt_xent', 'build_transforms', 'build_datasets', 'build_model', 'warmup_cosine', 'Distributed',
+    'nt_xent', 'build_transforms', 'build_datasets', 'build_model', 'build_encoder', 'warmup_cosine', 'Distributed',
     'run', 'RunExistsError', 'toy_dataset',
 ]
 
@@ -55,6 +55,8 @@ DEFAULTS: Dict[str, Any] = {
         'build_views': 1,       # views fitted per training object when building
         'views': 1,             # views per training object used for training
         'limit': None,          # build from the first `limit` images only
+        'objects_per_class': None,  # train on the first k training objects of each class only
+        'samples_per_epoch': None,  # graphs drawn per epoch (None: one pass over the training split)
         'batch_size': 64,
         'eval_batch_size': 256,
         'num_workers': 0,
@@ -178,6 +180,10 @@ def _validate(config: Dict[str, Any]) -> None:
     for key in ('epochs', 'warmup_epochs'):
         if int(config['optim'][key]) < 0:
             raise ValueError(f'optim.{key} must be >= 0')
+    for key in ('objects_per_class', 'samples_per_epoch'):
+        value = config['data'][key]
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f'data.{key} must be a positive integer or null, got {value!r}')
 
 
 # --------------------------------------------------------------------------- #
@@ -340,9 +346,9 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
         raise ValueError(f"data.root {root!r} does not exist (data.source {d['source']!r})")
     fmt = d['format'] if d['source'] == 'inr' else 'auto'
     split = lambda name, **kw: D.INRGraphDataset(root, name, format=fmt, **kw)
-    views = d['views']
-    return (split('train', views=views, transform=transform), split('val'), split('test'),
-            split('train', views=views))
+    views, k = d['views'], d['objects_per_class']
+    return (split('train', views=views, objects_per_class=k, transform=transform), split('val'), split('test'),
+            split('train', views=views, objects_per_class=k))
 
 
 # --------------------------------------------------------------------------- #
@@ -358,6 +364,14 @@ def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[
     return GraphClassifier(num_classes, **encoder_kwargs(config, layer_sizes))
 
 
+def build_encoder(config: Dict[str, Any], layer_sizes: Sequence[int]) -> nn.Module:
+    """The encoder of ``model`` alone (contrastive pretraining, probes)."""
+    m = config['model']
+    if m['name'] == 'flat':
+        return FlatMLPEncoder(layer_sizes, hidden=m['flat_hidden'], layers=m['flat_layers'], dropout=m['dropout'])
+    return GNNEncoder(**encoder_kwargs(config, layer_sizes))
+
+
 def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[str, Any]:
     m = config['model']
     return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
@@ -369,8 +383,8 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
     """Fits the encoder's input standardisation on the first ``max_graphs``
     graphs of ``dataset`` (untransformed; the same on every process)."""
-    encoder = model if isinstance(model, GNNEncoder) else getattr(model, 'encoder', None)
-    if encoder is None:
+    encoder = model if hasattr(model, 'fit_normalization') else getattr(model, 'encoder', None)
+    if encoder is None or not hasattr(encoder, 'fit_normalization'):
         return
     n = min(len(dataset), max_graphs)
     encoder.fit_normalization(Batch.from_data_list([dataset[i] for i in range(n)]))
@@ -379,7 +393,7 @@ def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None
 class ContrastiveModel(nn.Module):
     """Encoder + SimCLR projection head; ``forward`` returns projections."""
 
-    def __init__(self, encoder: GNNEncoder, projection_dim: int) -> None:
+    def __init__(self, encoder: nn.Module, projection_dim: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.out_dim, projection_dim)
@@ -553,8 +567,18 @@ def evaluate(model: nn.Module, loader, device, dist_: Distributed) -> Dict[str, 
     return {'loss': loss_sum / max(count, 1), 'acc': correct / max(count, 1)}
 
 
-def _train_loader(dataset, batch_size: int, num_workers: int, dist_: Distributed, seed: int):
+def _train_loader(dataset, batch_size: int, num_workers: int, dist_: Distributed, seed: int,
+                  samples_per_epoch: Optional[int] = None):
     sampler = None
+    if samples_per_epoch is not None:
+        if dist_.enabled:
+            raise ValueError('data.samples_per_epoch is for one process; under torchrun leave it null')
+        # Fixed-size epochs: consecutive shuffles of the split (no repeats
+        # within a pass), drawn from torch's global RNG like shuffle=True.
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=False, num_samples=int(samples_per_epoch))
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          drop_last=int(samples_per_epoch) > batch_size, num_workers=num_workers,
+                          persistent_workers=False), None
     if dist_.enabled:
         sampler = torch.utils.data.distributed.DistributedSampler(
             dataset, num_replicas=dist_.world, rank=dist_.rank, shuffle=True, seed=seed, drop_last=True)
@@ -625,7 +649,8 @@ def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     model = model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
-    loader, sampler = _train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed)
+    loader, sampler = _train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
+                                    d['samples_per_epoch'])
     steps_per_epoch = len(loader)
     total = int(o['epochs']) * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -695,10 +720,14 @@ def _supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     if best['state'] is not None:
         model.load_state_dict(best['state'])
     final = evaluate(model, test_loader, device, dist_)
+    # The generalization gap's other end: the same model on the training
+    # graphs as they are (no augmentation), not the running batch accuracy.
+    clean = evaluate(model, DataLoader(_shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
     wall = wall_before + time.perf_counter() - t_start
-    metrics = _metrics(config, history, best, final, wall)
+    metrics = _metrics(config, history, best, final, wall, extra)
     if dist_.main:
-        _write_metrics(run_dir, config, history, best, final, wall, finished=True)
+        _write_metrics(run_dir, config, history, best, final, wall, finished=True, extra=extra)
         if history:
             plot_curves(os.path.join(run_dir, 'curves.png'), history,
                         f"{config['name']}: best epoch {best['epoch']}, test acc {final['acc']:.3f}")
@@ -747,7 +776,7 @@ class TwoViews(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def embed(encoder: GNNEncoder, dataset, device, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+def embed(encoder: nn.Module, dataset, device, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
     """Frozen embeddings ``[n, out_dim]`` and labels ``[n]`` of a dataset."""
     encoder.eval()
     zs, ys = [], []
@@ -758,7 +787,7 @@ def embed(encoder: GNNEncoder, dataset, device, batch_size: int = 256) -> Tuple[
     return torch.cat(zs).numpy(), torch.cat(ys).numpy()
 
 
-def linear_probe(encoder: GNNEncoder, train, val, test, device, Cs: Sequence[float]) -> Dict[str, float]:
+def linear_probe(encoder: nn.Module, train, val, test, device, Cs: Sequence[float]) -> Dict[str, float]:
     """Logistic regression on frozen, standardised embeddings; the inverse L2
     strength ``C`` is chosen on validation accuracy; returns train/val/test
     accuracy of the chosen probe."""
@@ -787,7 +816,7 @@ def _contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str
     torch.manual_seed(seed)
     _, val, test, source, K, sizes, transform = _prepare_data(config, dist_, True, soft_labels=False)
     torch.manual_seed(seed)
-    encoder = GNNEncoder(**encoder_kwargs(config, sizes))
+    encoder = build_encoder(config, sizes)
     fit_normalization(encoder, source)
     encoder = encoder.to(device)
     random_state = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -808,7 +837,7 @@ def _contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str
         ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
         loader, sampler = _train_loader(TwoViews(source, transform), int(d['batch_size']),
-                                        int(d['num_workers']), dist_, seed)
+                                        int(d['num_workers']), dist_, seed, d['samples_per_epoch'])
         total = int(o['epochs']) * len(loader)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total, int(o['warmup_epochs']) * len(loader)))
@@ -857,7 +886,7 @@ def _contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str
         Cs = config['probe']['C']
         plain_train = source
         extra['probe'] = linear_probe(model.encoder, plain_train, val, test, device, Cs)
-        rand = GNNEncoder(**encoder_kwargs(config, sizes)).to(device)
+        rand = build_encoder(config, sizes).to(device)
         rand.load_state_dict(random_state)
         extra['probe_random_encoder'] = linear_probe(rand, plain_train, val, test, device, Cs)
     wall = wall_before + time.perf_counter() - t_start

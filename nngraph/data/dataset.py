@@ -33,6 +33,9 @@ class INRGraphDataset(Dataset):
         split: ``'train'``, ``'val'`` or ``'test'``.
         views: use the first ``views`` views of every object of this split
             (``None``: all that were built). The paper's main knob.
+        objects_per_class: use only the first ``objects_per_class`` objects
+            (by object id) of every class (``None``: all). With ``views``,
+            trades objects for views at a fixed number of INRs.
         transform: PyG transform applied on access.
         format: ``'auto'`` (a ``manifest.json`` means ``'nngraph'``, a splits
             JSON means ``'dwsnets'``, ``{prefix}_{label}s/net{idx}.pth``
@@ -45,12 +48,13 @@ class INRGraphDataset(Dataset):
         FileNotFoundError: no complete build in ``root``, or a split file
             missing (named).
         ValueError: an unknown split, a truncated or corrupt split file
-            (named), ``views`` beyond what was built for this split.
+            (named), ``views`` beyond what was built for this split,
+            ``objects_per_class`` below 1.
     """
 
     def __init__(self, root: Union[str, os.PathLike], split: str = 'train', views: Optional[int] = None,
                  transform: Optional[Callable[[Data], Data]] = None, *, format: str = 'auto',
-                 **format_options: Any) -> None:
+                 objects_per_class: Optional[int] = None, **format_options: Any) -> None:
         super().__init__(root=None, transform=transform)
         if split not in store.SPLITS:
             raise ValueError(f'unknown split {split!r}; choose one of {store.SPLITS}')
@@ -71,9 +75,9 @@ class INRGraphDataset(Dataset):
             from nngraph.data.published import load_published
             record = load_published(self.path, format, split, **format_options)
             self.manifest = None
-        self._set(record, views)
+        self._set(record, views, objects_per_class)
 
-    def _set(self, record: Dict[str, Any], views: Optional[int]) -> None:
+    def _set(self, record: Dict[str, Any], views: Optional[int], objects_per_class: Optional[int]) -> None:
         view_id = record['view_id']
         built = int(view_id.max()) + 1 if view_id.numel() else 0
         if views is not None:
@@ -85,7 +89,11 @@ class INRGraphDataset(Dataset):
             keep = (view_id < int(views)).nonzero().squeeze(1)
         else:
             keep = torch.arange(view_id.numel())
+        if objects_per_class is not None:
+            keep = keep[_first_objects(record['object_id'][keep].long(), record['y'][keep].long(),
+                                       int(objects_per_class))]
         self.views = built if views is None else int(views)
+        self.objects_per_class = objects_per_class
         self._weights: List[Tensor] = [w[keep].contiguous() for w in record['weights']]
         self._biases: List[Tensor] = [b[keep].contiguous() for b in record['biases']]
         self._y = record['y'][keep].long()
@@ -171,3 +179,18 @@ class INRGraphDataset(Dataset):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.path!r}, split={self.split!r}, '
                 f'views={self.views}, len={len(self)})')
+
+
+def _first_objects(object_id: Tensor, y: Tensor, k: int) -> Tensor:
+    """Indices of the items whose object is among the ``k`` lowest object ids
+    of its class."""
+    if k < 1:
+        raise ValueError(f'objects_per_class must be at least 1, got {k}')
+    objects, inverse = torch.unique(object_id, return_inverse=True)      # sorted object ids
+    label = torch.zeros_like(objects).scatter_(0, inverse, y)
+    # Rank of each object within its class, in object-id order (stable sort by label).
+    order = torch.sort(label, stable=True).indices
+    first = torch.searchsorted(label[order], label[order], right=False)
+    rank = torch.empty_like(objects)
+    rank[order] = torch.arange(objects.numel()) - first
+    return (rank[inverse] < k).nonzero().squeeze(1)

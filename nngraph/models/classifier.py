@@ -1,4 +1,4 @@
-"""Models on top of the encoder: a classifier, and the flat (non-invariant) baseline."""
+"""Models on top of the encoder: a classifier, and the flat (non-invariant) baseline's encoder and classifier."""
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ from torch_geometric.data import Batch, Data
 from nngraph.graph import architecture
 from nngraph.models.encoder import GNNEncoder
 
-__all__ = ['GraphClassifier', 'FlatMLPClassifier', 'ProjectionHead']
+__all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'ProjectionHead']
 
 
 class GraphClassifier(nn.Module):
@@ -37,11 +37,79 @@ class GraphClassifier(nn.Module):
         return self.head(self.encoder(batch))
 
 
+class FlatMLPEncoder(nn.Module):
+    r"""The flat baseline's encoder: all weights and biases of a network
+    concatenated in canonical order, standardised per parameter block (one
+    shift and scale per weight matrix and per bias vector, as
+    :meth:`GNNEncoder.fit_normalization` does per layer), then an MLP.
+    It is *not* invariant to hidden-neuron permutations (a permuted network is
+    a different input vector), which is what permutation augmentation is for.
+    The per-block standardisation keeps a permutation of the network a
+    permutation of the standardised input.
+
+    Args:
+        layer_sizes (sequence of int): the one architecture it reads.
+        hidden (int): width of its hidden layers, and of its output.
+        layers (int): number of hidden layers (at least 1).
+        dropout (float): dropout after each hidden layer.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], hidden: int = 256, layers: int = 2,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if int(layers) < 1:
+            raise ValueError(f'FlatMLPEncoder needs at least 1 hidden layer, got layers={layers}')
+        self.layer_sizes = tuple(int(d) for d in layer_sizes)
+        sizes = self.layer_sizes
+        blocks = [a * b for a, b in zip(sizes[:-1], sizes[1:])] + list(sizes[1:])
+        # Block index of every flat coordinate: weight matrices first, then biases.
+        self.register_buffer('block', torch.repeat_interleave(torch.arange(len(blocks)), torch.tensor(blocks)),
+                             persistent=False)
+        self.register_buffer('shift', torch.zeros(len(blocks)))
+        self.register_buffer('scale', torch.ones(len(blocks)))
+        mods, width = [], sum(blocks)
+        for _ in range(int(layers)):
+            mods += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        self.mlp = nn.Sequential(*mods)
+        self.out_dim = int(hidden)
+        self.d0 = sizes[0]
+
+    def flatten(self, batch: Union[Data, Batch]) -> Tensor:
+        """``[B, P]``: every graph's weights (canonical edge order) then its
+        biases (non-input nodes), raw."""
+        if not isinstance(batch, Batch):
+            batch = Batch.from_data_list([batch])
+        sizes = architecture(batch)
+        bad = [s for s in sizes if s != self.layer_sizes]
+        if bad:
+            raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
+                             f'got a graph with {bad[0]}')
+        B = batch.num_graphs
+        weights = batch.edge_attr[:, 0].view(B, -1)
+        biases = batch.x[:, 0].view(B, -1)[:, self.d0:]           # input nodes carry no bias
+        return torch.cat([weights, biases], dim=-1)
+
+    @torch.no_grad()
+    def fit_normalization(self, batch: Union[Data, Batch]) -> None:
+        """Sets each parameter block's shift and scale to its mean and
+        standard deviation over a sample of training graphs."""
+        flat = self.flatten(batch)
+        n = torch.bincount(self.block, minlength=self.shift.numel()).to(flat.dtype) * flat.size(0)
+        mean = torch.zeros_like(self.shift).index_add_(0, self.block, flat.sum(0)) / n
+        sq = torch.zeros_like(self.shift).index_add_(0, self.block, ((flat - mean[self.block]) ** 2).sum(0))
+        self.shift.copy_(mean)
+        self.scale.copy_((sq / (n - 1).clamp(min=1)).sqrt().clamp(min=1e-8))
+
+    def forward(self, batch: Union[Data, Batch]) -> Tensor:
+        """``[B, hidden]`` embeddings of a batch of graphs of ``layer_sizes``."""
+        flat = self.flatten(batch)
+        return self.mlp((flat - self.shift[self.block]) / self.scale[self.block])
+
+
 class FlatMLPClassifier(nn.Module):
-    r"""The flat baseline: an MLP on the concatenation of all weights and biases
-    of a network, in canonical order. It is *not* invariant to hidden-neuron
-    permutations (a permuted network is a different input vector), which is
-    what permutation augmentation is for.
+    r"""The flat baseline: a :class:`FlatMLPEncoder` followed by a linear
+    layer to ``num_classes`` logits.
 
     Args:
         num_classes (int): number of classes.
@@ -54,30 +122,16 @@ class FlatMLPClassifier(nn.Module):
     def __init__(self, num_classes: int, layer_sizes: Sequence[int], hidden: int = 256,
                  layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        self.layer_sizes = tuple(int(d) for d in layer_sizes)
+        if int(num_classes) < 2:
+            raise ValueError(f'num_classes must be at least 2, got {num_classes}')
         self.num_classes = int(num_classes)
-        n_in = sum(a * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])) + sum(self.layer_sizes[1:])
-        mods, width = [], n_in
-        for _ in range(layers):
-            mods += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden
-        mods.append(nn.Linear(width, self.num_classes))
-        self.mlp = nn.Sequential(*mods)
-        self.d0 = self.layer_sizes[0]
+        self.encoder = FlatMLPEncoder(layer_sizes, hidden=hidden, layers=layers, dropout=dropout)
+        self.layer_sizes = self.encoder.layer_sizes
+        self.head = nn.Linear(self.encoder.out_dim, self.num_classes)
 
     def forward(self, batch: Union[Data, Batch]) -> Tensor:
         """``[B, num_classes]`` logits of a batch of graphs of ``layer_sizes``."""
-        if not isinstance(batch, Batch):
-            batch = Batch.from_data_list([batch])
-        sizes = architecture(batch)
-        bad = [s for s in sizes if s != self.layer_sizes]
-        if bad:
-            raise ValueError(f'FlatMLPClassifier was built for layer sizes {self.layer_sizes}, '
-                             f'got a graph with {bad[0]}')
-        B = batch.num_graphs
-        weights = batch.edge_attr[:, 0].view(B, -1)
-        biases = batch.x[:, 0].view(B, -1)[:, self.d0:]           # input nodes carry no bias
-        return self.mlp(torch.cat([weights, biases], dim=-1))
+        return self.head(self.encoder(batch))
 
 
 class ProjectionHead(nn.Module):
