@@ -401,9 +401,9 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
             out.append(f'Row `{r}` for `{m}` combines: {", ".join(names) if names else "nothing (no family beat the baseline)"} '
                        f'(chosen on validation accuracy).')
     total = sum(mm['wall_time_s'] for mm in metrics.values())
-    out += ['', f'Compute: {total / 60:.1f} min summed over cells; the grid took {elapsed / 60:.1f} min of wall '
-            f'time with {study["workers"]} worker(s) × {study["threads"]} thread(s).',
-            f'Machine: {_machine()}.', '']
+    grid = (f'; the grid took {elapsed / 60:.1f} min of wall time with {study["workers"]} worker(s) × '
+            f'{study["threads"]} thread(s)') if elapsed > 0 else ''
+    out += ['', f'Compute: {total / 60:.1f} min summed over cells{grid}.', f'Machine: {_machine()}.', '']
     return '\n'.join(out)
 
 

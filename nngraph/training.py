@@ -334,6 +334,9 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     partner pool). Each has ``num_classes`` and ``layer_sizes``."""
     d = config['data']
     if d['source'] == 'toy':
+        if d['objects_per_class'] is not None:
+            raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'toy' "
+                             'has none (use data.limit)')
         n = int(d['limit'] or 64)
         mk = lambda split, m, t=None: ListDataset(toy_dataset(m, split, config['seed']), t)
         return mk('train', n, transform), mk('val', n // 2), mk('test', n // 2), mk('train', n)

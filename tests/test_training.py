@@ -187,3 +187,46 @@ def test_contrastive_then_probe(tmp_path):
                      **{'probe.checkpoint': str(tmp_path / 'toy')})
     p = T.run(cfg, progress=False)
     assert p['probe'] == m['probe']
+
+
+# --------------------------------------------------------------------------- study knobs
+
+def test_samples_per_epoch_fixes_the_epoch_size(tmp_path):
+    train = T.ListDataset(T.toy_dataset(20, 'train'))
+    loader, sampler = T._train_loader(train, 8, 0, T.Distributed('cpu'), 0, samples_per_epoch=48)
+    assert sampler is None and len(loader) == 6
+    seen = torch.cat([b.object_id for b in loader])
+    assert seen.numel() == 48
+    # Consecutive shuffles: each pass of 20 draws every graph once.
+    assert sorted(seen[:20].tolist()) == list(range(20)) and sorted(seen[20:40].tolist()) == list(range(20))
+    m = T.run(toy_config(tmp_path, **{'data.samples_per_epoch': 32, 'optim.epochs': 1}), progress=False)
+    assert m['epochs'][0]['graphs_per_s'] > 0
+    with pytest.raises(ValueError, match=r'data\.samples_per_epoch must be a positive integer or null, got 0'):
+        toy_config(tmp_path, **{'data.samples_per_epoch': 0})
+
+
+def test_supervised_metrics_report_the_clean_training_accuracy(tmp_path):
+    m = T.run(toy_config(tmp_path, **{'optim.epochs': 2}), progress=False)
+    saved = json.loads((tmp_path / 'toy' / 'metrics.json').read_text())
+    assert 0 <= saved['train_acc'] <= 1 and saved['train_loss'] > 0
+    assert saved['train_acc'] == m['train_acc']
+    # It is the selected model on the training split as stored: evaluate it again.
+    cfg = toy_config(tmp_path)
+    train = T.ListDataset(T.toy_dataset(64, 'train'))
+    model = T.build_model(cfg, 2, (2, 8, 8, 1))
+    model.load_state_dict(torch.load(tmp_path / 'toy' / 'checkpoint.pt', weights_only=False)['best']['state'])
+    from torch_geometric.loader import DataLoader
+    again = T.evaluate(model, DataLoader(train, batch_size=256), torch.device('cpu'), T.Distributed('cpu'))
+    assert again['acc'] == pytest.approx(saved['train_acc'])
+
+
+def test_objects_per_class_is_refused_for_the_toy_set(tmp_path):
+    with pytest.raises(ValueError, match="data.objects_per_class .* 'toy'"):
+        T.run(toy_config(tmp_path, **{'data.objects_per_class': 2}), progress=False)
+
+
+def test_flat_encoder_pretrains_contrastively(tmp_path):
+    m = T.run(toy_config(tmp_path, mode='contrastive+probe', **{'model.name': 'flat', 'model.flat_hidden': 16,
+                                                                'optim.epochs': 2}), progress=False)
+    assert len(m['epochs']) == 2 and all(h['train_loss'] > 0 for h in m['epochs'])
+    assert 0 <= m['probe']['test_acc'] <= 1 and 0 <= m['probe_random_encoder']['test_acc'] <= 1

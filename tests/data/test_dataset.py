@@ -83,3 +83,19 @@ def test_graphs_come_from_the_stacked_weights(small_build):
     W, b = ds.stacked_weights()
     g = from_weights([w[7] for w in W], [x[7] for x in b], activation=ds.activation)
     assert torch.equal(g.edge_attr, ds[7].edge_attr) and torch.equal(g.x, ds[7].x)
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_objects_per_class_keeps_the_first_objects_of_every_class(small_build, k):
+    full = INRGraphDataset(small_build, 'train')
+    ds = INRGraphDataset(small_build, 'train', objects_per_class=k)
+    for c in full.y.unique().tolist():
+        objects = full.object_id[full.y == c].unique()          # sorted
+        kept = ds.object_id[ds.y == c].unique()
+        assert torch.equal(kept, objects[:k])
+    # Every view of a kept object is kept, and with views= both apply.
+    assert len(ds) == 2 * len(ds.object_id.unique())
+    one = INRGraphDataset(small_build, 'train', views=1, objects_per_class=k)
+    assert torch.equal(one.object_id, ds.object_id[ds.view_id == 0])
+    with pytest.raises(ValueError, match='objects_per_class must be at least 1, got 0'):
+        INRGraphDataset(small_build, 'train', objects_per_class=0)

@@ -5,7 +5,7 @@ from torch_geometric.data import Batch
 
 import nngraph
 from nngraph.graph import layer_views, permute_hidden, with_layers
-from nngraph.models import FlatMLPClassifier, GraphClassifier, ProjectionHead
+from nngraph.models import FlatMLPClassifier, FlatMLPEncoder, GraphClassifier, ProjectionHead
 
 
 def graphs(n, sizes=(2, 8, 8, 1), seed=0):
@@ -58,3 +58,45 @@ def test_classifier_rejects_wrong_widths():
 
 def test_projection_head_shape():
     assert ProjectionHead(16, 8)(torch.randn(5, 16)).shape == (5, 8)
+
+
+def test_flat_encoder_standardises_each_parameter_block():
+    sizes = (2, 8, 8, 1)
+    gs = graphs(64, sizes)
+    batch = Batch.from_data_list(gs)
+    enc = FlatMLPEncoder(sizes, hidden=16)
+    enc.fit_normalization(batch)
+    flat = enc.flatten(batch)
+    z = (flat - enc.shift[enc.block]) / enc.scale[enc.block]
+    # Blocks in canonical order: the three weight matrices, then the three bias vectors.
+    start = 0
+    for n in (16, 64, 8, 8, 8, 1):
+        block = z[:, start:start + n]
+        torch.testing.assert_close(block.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(block.std(), torch.tensor(1.0), atol=1e-5, rtol=0)
+        start += n
+    assert start == flat.size(1) and enc(batch).shape == (64, 16)
+
+
+def test_flat_encoder_standardisation_commutes_with_permutation():
+    # One shift and scale per block: a permuted network is a permutation of
+    # the standardised vector, so the flat model sees the same values moved.
+    sizes = (2, 8, 8, 1)
+    gs = graphs(8, sizes)
+    enc = FlatMLPEncoder(sizes, hidden=16)
+    enc.fit_normalization(Batch.from_data_list(gs))
+    a = enc.flatten(Batch.from_data_list(gs[:1]))
+    b = enc.flatten(Batch.from_data_list([permute(gs[0], 3)]))
+    za = (a - enc.shift[enc.block]) / enc.scale[enc.block]
+    zb = (b - enc.shift[enc.block]) / enc.scale[enc.block]
+    assert not torch.equal(za, zb)
+    torch.testing.assert_close(za.sort().values, zb.sort().values)
+    with pytest.raises(ValueError, match='at least 1 hidden layer'):
+        FlatMLPEncoder(sizes, layers=0)
+
+
+def test_flat_classifier_is_encoder_plus_linear_head():
+    clf = FlatMLPClassifier(10, (2, 8, 8, 1), hidden=32).eval()
+    batch = Batch.from_data_list(graphs(3))
+    torch.testing.assert_close(clf(batch), clf.head(clf.encoder(batch)))
+    assert clf.encoder.out_dim == 32

@@ -1,0 +1,209 @@
+"""nngraph.study: the study config, the best-combination choice, the report
+generated from run folders (and only from them), resume, and the --quick
+grid end to end."""
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from nngraph import study as S
+from nngraph import training as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, 'configs', 'study-digits.yaml')
+
+
+def small_study(tmp_path, **over):
+    """A two-model, four-row, two-seed study whose folders live in ``tmp_path``."""
+    raw = {
+        'name': 'mini', 'runs_dir': str(tmp_path / 'runs'), 'results': str(tmp_path / 'results' / 'mini'),
+        'seeds': [0, 1],
+        'base': {'data': {'source': 'toy', 'limit': 32, 'batch_size': 8}, 'optim': {'epochs': 2}},
+        'models': {'gnn': {'model': {'name': 'gnn'}}, 'flat': {'model': {'name': 'flat'}}},
+        'rows': [
+            {'name': 'none', 'label': 'no augmentation'},
+            {'name': 'perm', 'config': {'transforms': ['RandomNeuronPermutation']}},
+            {'name': 'views-2', 'config': {'data': {'views': 2}}},
+            {'name': 'mix', 'config': {'transforms': [{'WeightMixUp': {'mode': 'vanilla'}}]}},
+            {'name': 'best', 'baseline': 'none', 'best_of': [['perm', 'views-2'], ['mix']]},
+        ],
+        'curves': ['none'],
+    }
+    raw.update(over)
+    path = tmp_path / 'mini.yaml'
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return S.load_study(str(path))
+
+
+def fake_run(study, model, row, seed, *, train, val, test, wall=10.0, probe=None):
+    """A finished run folder as train.py leaves it (config.yaml + metrics.json)."""
+    rows = {r['name']: r for r in study['rows']}
+    cfg = S.cell_config(study, model, rows[row], seed)
+    run_dir = os.path.join(cfg['out_dir'], cfg['name'])
+    T.write_yaml(os.path.join(run_dir, 'config.yaml'), cfg)
+    epochs = [{'epoch': e, 'train_acc': train * (e + 1) / 2, 'test_acc': test, 'val_acc': val} for e in range(2)]
+    m = {'name': cfg['name'], 'finished': True, 'epochs': epochs, 'best_val_acc': val, 'test_acc': test,
+         'train_acc': train, 'wall_time_s': wall}
+    if probe is not None:
+        m['probe'], m['probe_random_encoder'] = probe
+    T.write_json(os.path.join(run_dir, 'metrics.json'), m)
+    return os.path.join(run_dir, 'metrics.json')
+
+
+def fill(study, val=None):
+    """Fake finished runs for every plain cell; ``val[row]`` sets a row's validation accuracy."""
+    val = val or {}
+    for model, row, seed in S.cells(study):
+        fake_run(study, model, row['name'], seed, train=0.9, val=val.get(row['name'], 0.5), test=0.6)
+
+
+# --------------------------------------------------------------------------- config
+
+def test_shipped_study_loads_and_covers_the_paper_rows():
+    study = S.load_study(SHIPPED)
+    names = [r['name'] for r in study['rows']]
+    for row in ('none', 'views-2', 'views-5', 'views-10', 'permutation', 'sign-flip', 'input-space', 'noise',
+                'mixup-vanilla', 'mixup-permute', 'mixup-align', 'mixup-align-signs', 'best', 'ssl'):
+        assert row in names
+    assert set(study['models']) == {'gnn', 'flat'} and list(study['seeds']) == [0, 1, 2]
+    # Every cell's config is a valid train.py config (cell_config validates it).
+    for model, row, seed in S.cells(study):
+        S.cell_config(study, model, row, seed)
+    quick = S.load_study(SHIPPED, quick=True)
+    assert quick['name'] != study['name'] and quick['dataset']['out'] != study['dataset']['out']
+    assert quick['base']['data']['root'] == quick['dataset']['out']
+
+
+@pytest.mark.parametrize('row, match', [
+    ({'name': 'a', 'colour': 1}, r"row 'a' has unknown keys \['colour'\]"),
+    ({'name': 'b', 'best_of': [['nope']], 'baseline': 'none'}, r"row 'b': best_of names unknown rows \['nope'\]"),
+    ({'name': 'b', 'best_of': [['none']]}, "row 'b' needs baseline"),
+])
+def test_bad_rows_are_named(tmp_path, row, match):
+    path = tmp_path / 's.yaml'
+    path.write_text(yaml.safe_dump({'models': {'gnn': {}}, 'rows': [{'name': 'none'}, row]}))
+    with pytest.raises(ValueError, match=match):
+        S.load_study(str(path))
+
+
+def test_unknown_study_key_lists_valid_ones(tmp_path):
+    path = tmp_path / 's.yaml'
+    path.write_text(yaml.safe_dump({'models': {'gnn': {}}, 'rows': [{'name': 'a'}], 'seed': 1}))
+    with pytest.raises(ValueError, match=r"unknown study keys \['seed'\].*'seeds'"):
+        S.load_study(str(path))
+    assert S.main([str(path)]) == 2
+
+
+def test_bad_row_config_names_the_row(tmp_path):
+    study = small_study(tmp_path, rows=[{'name': 'typo', 'config': {'optim': {'lrate': 1}}}], curves=[])
+    with pytest.raises(ValueError, match=r"rows\.typo.*optim\.lrate"):
+        S.cell_config(study, 'gnn', study['rows'][0], 0)
+
+
+# --------------------------------------------------------------------------- best combination
+
+def test_best_takes_each_familys_top_row_if_it_beats_the_baseline(tmp_path):
+    study = small_study(tmp_path)
+    best = study['rows'][-1]
+    fill(study, val={'none': 0.5, 'perm': 0.6, 'views-2': 0.7, 'mix': 0.4})
+    metrics = S.collect(study)
+    assert S.choose_best(study, 'gnn', best, metrics) == ['views-2']     # mix is below the baseline
+    fill(study, val={'none': 0.5, 'perm': 0.8, 'views-2': 0.7, 'mix': 0.55})
+    metrics = S.collect(study)
+    assert S.choose_best(study, 'gnn', best, metrics) == ['perm', 'mix']
+    assert S.combined_config(study, ['perm', 'views-2', 'mix']) == {
+        'data': {'views': 2}, 'transforms': ['RandomNeuronPermutation', {'WeightMixUp': {'mode': 'vanilla'}}]}
+    del metrics[('gnn', 'mix', 1)]
+    with pytest.raises(ValueError, match='cell gnn-mix-seed1 is not finished'):
+        S.choose_best(study, 'gnn', best, metrics)
+
+
+# --------------------------------------------------------------------------- report
+
+def test_report_is_generated_from_the_run_folders(tmp_path):
+    study = small_study(tmp_path)
+    fill(study)
+    md_path, png_path = S.write_report(study, 'python -m nngraph.study mini.yaml')
+    before = open(md_path).read()
+    assert os.path.getsize(png_path) > 0
+    assert '| no augmentation | 90.0 ± 0.0 | 60.0 ± 0.0 | 30.0 ± 0.0 | 10 |' in before
+    assert '16 of 20 cells finished' in before        # the best row has not run
+
+    # Edit one run's metrics: the regenerated table shows it, and nothing else changes.
+    path = os.path.join(study['runs_dir'], 'mini', 'gnn-none-seed1', 'metrics.json')
+    m = json.load(open(path))
+    m['test_acc'] = 0.8
+    T.write_json(path, m)
+    S.write_report(study, 'python -m nngraph.study mini.yaml')
+    after = open(md_path).read()
+    assert '| no augmentation | 90.0 ± 0.0 | 70.0 ± 14.1 | 20.0 ± 14.1 | 10 |' in after
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0][0].startswith('| no augmentation |')
+
+    # An unfinished run is not counted.
+    m['finished'] = False
+    T.write_json(path, m)
+    S.write_report(study)
+    assert '| no augmentation | 90.0 | 60.0 | 30.0 | 10 |' in open(md_path).read()
+
+
+def test_report_of_a_contrastive_row_shows_the_untrained_encoder(tmp_path):
+    study = small_study(tmp_path, rows=[{'name': 'ssl', 'label': 'contrastive'}], curves=[])
+    for model, row, seed in S.cells(study):
+        fake_run(study, model, 'ssl', seed, train=0, val=0, test=0, probe=(
+            {'train_acc': 0.9, 'val_acc': 0.8, 'test_acc': 0.7},
+            {'train_acc': 0.5, 'val_acc': 0.4, 'test_acc': 0.3}))
+    md = open(S.write_report(study)[0]).read()
+    assert '| contrastive | 90.0 ± 0.0 | 70.0 ± 0.0 | 20.0 ± 0.0 |' in md
+    assert '| contrastive: same encoder untrained | 50.0 ± 0.0 | 30.0 ± 0.0 | 20.0 ± 0.0 |' in md
+
+
+# --------------------------------------------------------------------------- resume
+
+def test_finished_cells_with_the_same_config_are_skipped(tmp_path):
+    study = small_study(tmp_path)
+    fill(study)
+    configs = [S.cell_config(study, m, r, s) for m, r, s in S.cells(study)]
+    assert S._pending(study, configs) == []
+    # A changed row config makes its cells pending again, and only those.
+    study['rows'][1]['config'] = {'transforms': [{'RandomSignFlip': {'p': 0.5}}]}
+    configs = [S.cell_config(study, m, r, s) for m, r, s in S.cells(study)]
+    assert sorted(c['name'] for c in S._pending(study, configs)) == [
+        'flat-perm-seed0', 'flat-perm-seed1', 'gnn-perm-seed0', 'gnn-perm-seed1']
+
+
+@pytest.mark.slow
+def test_quick_grid_end_to_end(tmp_path, monkeypatch):
+    """The shipped --quick grid: dataset, every cell as a train.py run folder,
+    the best row, the report; a second call runs nothing."""
+    study = S.load_study(SHIPPED, quick=True)
+    study['runs_dir'] = str(tmp_path / 'runs')
+    study['results'] = str(tmp_path / 'report')
+    study['dataset']['out'] = study['base']['data']['root'] = str(tmp_path / 'data')
+    assert S.run_study(study, progress=False) == []
+
+    root = tmp_path / 'runs' / study['name']
+    n_plain = len(S.cells(study))
+    for model, row, seed in S.cells(study) + S.cells(study, best=True):
+        run = root / S.cell_name(model, row['name'], seed)
+        assert {'config.yaml', 'metrics.json', 'checkpoint.pt'} <= set(os.listdir(run)), run
+        assert (root / 'configs' / f'{run.name}.yaml').exists()
+    selection = json.loads((root / 'selection.json').read_text())
+    assert set(selection) == set(study['models'])
+    md = (tmp_path / 'report.md').read_text()
+    n_cells = n_plain + len(S.cells(study, best=True))
+    assert f'{n_cells} of {n_cells} cells finished' in md
+    assert md.count('\n| ') == len(study['rows']) + 2     # header, one line per row, ssl's untrained encoder
+    assert (tmp_path / 'report.png').stat().st_size > 0
+
+    # Any cell re-runs alone from its saved config.
+    config = root / 'configs' / 'flat-none-seed0.yaml'
+    r = subprocess.run([os.sys.executable, os.path.join(ROOT, 'train.py'), '--config', str(config), '--quiet',
+                        '--overwrite'], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    # The study resumes: every cell is finished with an unchanged config, so nothing runs.
+    monkeypatch.setattr(S.subprocess, 'call', lambda *a, **k: pytest.fail(f'cell re-ran: {a}'))
+    assert S.run_study(study, progress=False) == []
