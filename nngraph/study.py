@@ -371,6 +371,11 @@ def table_rows(study: Dict[str, Any], metrics: Dict[Tuple[str, str, int], Dict[s
 def _machine() -> str:
     import torch
     cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
     return (f'{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} cores, '
             f'Python {platform.python_version()}, torch {torch.__version__}')
 
@@ -387,7 +392,11 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
            f'({len(metrics)} of {n_cells} cells finished; seeds {list(study["seeds"])}).',
            f'Accuracy in %, mean ± std over seeds; train accuracy is the selected model on the unaugmented '
            f'training graphs (a probe\'s on the frozen embeddings); gap = train − test; time = one cell\'s wall '
-           f'time.', '', head, sep]
+           f'time.']
+    if study['dataset']:
+        args = ', '.join(f'{k}={v!r}' for k, v in study['dataset'].items())
+        out.append(f'Dataset: `nngraph.data.build_inr_dataset({args})`.')
+    out += ['', head, sep]
     for key, label, per_model in table_rows(study, metrics):
         cols = []
         for m in models:
