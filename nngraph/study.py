@@ -441,7 +441,7 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
     ax.invert_yaxis()
     ax.set_xlabel('accuracy (%)')
     ax.set_title('test accuracy (bars, mean ± std over seeds) and train accuracy (dots)')
-    ax.legend(fontsize=8, loc='lower left')
+    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.06), ncol=2 * len(models))
     ax.grid(axis='x', alpha=0.3)
     for i, m in enumerate(models):
         cax = fig.add_subplot(grid[i, 1])

@@ -65,7 +65,7 @@ def test_shipped_study_loads_and_covers_the_paper_rows():
     study = S.load_study(SHIPPED)
     names = [r['name'] for r in study['rows']]
     for row in ('none', 'views-2', 'views-5', 'views-10', 'permutation', 'sign-flip', 'input-space', 'noise',
-                'mixup-vanilla', 'mixup-permute', 'mixup-align', 'mixup-align-signs', 'best', 'ssl'):
+                'mixup-vanilla', 'mixup-permute', 'mixup-align', 'mixup-align-signs', 'best', 'ssl', 'ssl-noise'):
         assert row in names
     assert set(study['models']) == {'gnn', 'flat'} and list(study['seeds']) == [0, 1, 2]
     # Every cell's config is a valid train.py config (cell_config validates it).
@@ -195,7 +195,9 @@ def test_quick_grid_end_to_end(tmp_path, monkeypatch):
     md = (tmp_path / 'report.md').read_text()
     n_cells = n_plain + len(S.cells(study, best=True))
     assert f'{n_cells} of {n_cells} cells finished' in md
-    assert md.count('\n| ') == len(study['rows']) + 2     # header, one line per row, ssl's untrained encoder
+    # The header, a line per row, and a line per contrastive row for its untrained encoder.
+    contrastive = [r for r in study['rows'] if r.get('config', {}).get('mode') == 'contrastive+probe']
+    assert contrastive and md.count('\n| ') == 1 + len(study['rows']) + len(contrastive)
     assert (tmp_path / 'report.png').stat().st_size > 0
 
     # Any cell re-runs alone from its saved config.
