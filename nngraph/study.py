@@ -461,7 +461,8 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
         cax.set_xlabel('epoch')
         cax.set_ylabel('accuracy (%)')
         cax.grid(alpha=0.3)
-        cax.legend(fontsize=7, ncol=2)
+        if cax.lines:
+            cax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format='png')
