@@ -101,10 +101,14 @@ class FlatMLPEncoder(nn.Module):
         self.shift.copy_(mean)
         self.scale.copy_((sq / (n - 1).clamp(min=1)).sqrt().clamp(min=1e-8))
 
+    def standardize(self, batch: Union[Data, Batch]) -> Tensor:
+        """``[B, P]``: :meth:`flatten` with each parameter block shifted and
+        scaled by what :meth:`fit_normalization` fitted (the MLP's input)."""
+        return (self.flatten(batch) - self.shift[self.block]) / self.scale[self.block]
+
     def forward(self, batch: Union[Data, Batch]) -> Tensor:
         """``[B, hidden]`` embeddings of a batch of graphs of ``layer_sizes``."""
-        flat = self.flatten(batch)
-        return self.mlp((flat - self.shift[self.block]) / self.scale[self.block])
+        return self.mlp(self.standardize(batch))
 
 
 class FlatMLPClassifier(nn.Module):
