@@ -173,6 +173,9 @@ def _validate(config: Dict[str, Any]) -> None:
         raise ValueError(f"model.name must be 'gnn' or 'flat', got {config['model']['name']!r}")
     if config['data']['source'] not in ('digits', 'inr', 'toy'):
         raise ValueError(f"data.source must be 'digits', 'inr' or 'toy', got {config['data']['source']!r}")
+    if config['data']['source'] == 'toy' and config['data']['objects_per_class'] is not None:
+        raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'toy' "
+                         'has none (use data.limit)')
     if config['device'] not in ('auto', 'cpu', 'cuda'):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {config['device']!r}")
     if not isinstance(config['transforms'], list):
@@ -334,9 +337,6 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     partner pool). Each has ``num_classes`` and ``layer_sizes``."""
     d = config['data']
     if d['source'] == 'toy':
-        if d['objects_per_class'] is not None:
-            raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'toy' "
-                             'has none (use data.limit)')
         n = int(d['limit'] or 64)
         mk = lambda split, m, t=None: ListDataset(toy_dataset(m, split, config['seed']), t)
         return mk('train', n, transform), mk('val', n // 2), mk('test', n // 2), mk('train', n)

@@ -4,6 +4,7 @@ grid end to end."""
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -202,7 +203,7 @@ def test_quick_grid_end_to_end(tmp_path, monkeypatch):
 
     # Any cell re-runs alone from its saved config.
     config = root / 'configs' / 'flat-none-seed0.yaml'
-    r = subprocess.run([os.sys.executable, os.path.join(ROOT, 'train.py'), '--config', str(config), '--quiet',
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', str(config), '--quiet',
                         '--overwrite'], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
 
