@@ -3,6 +3,7 @@
 ::
 
     python -m nngraph.data build digits --views 4 --out data/digits
+    python -m nngraph.data build fashion-mnist          # FMNIST-INR -> ~/.cache/nngraph/fashion-mnist
     python -m nngraph.data build digits --views 4 --out data/digits --shard 0/4   # x4, anywhere
     python -m nngraph.data merge data/digits
     python -m nngraph.data show data/digits            # -> data/digits/figure.png
@@ -14,11 +15,20 @@ import argparse
 import sys
 from typing import List, Optional
 
-from nngraph.data.build import DEFAULTS, build_inr_dataset, merge_shards
+from nngraph.data.build import DATA_ROOT_ENV, build_inr_dataset, merge_shards
+from nngraph.data.sources import SOURCES
+from nngraph.inr import INITS
+
+BUILD_SETTINGS = ('val_views', 'test_views', 'val_fraction', 'test_fraction', 'grid', 'hidden', 'w0',
+                  'first_w0', 'init', 'output_offset', 'steps', 'lr', 'target_psnr', 'chunk_size')
 
 
 def _optional_float(text: str) -> Optional[float]:
     return None if text.lower() == 'none' else float(text)
+
+
+def _optional_int(text: str) -> Optional[int]:
+    return None if text.lower() == 'none' else int(text)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -26,25 +36,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m nngraph.data', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
 
-    b = sub.add_parser('build', help='fit a multi-view INR dataset (or one shard of it)')
-    b.add_argument('source', help='built-in source name (digits)')
-    b.add_argument('--out', required=True, help='dataset directory')
-    b.add_argument('--views', type=int, default=DEFAULTS['views'], help='INRs per training image')
-    b.add_argument('--val-views', type=int, default=DEFAULTS['val_views'])
-    b.add_argument('--test-views', type=int, default=DEFAULTS['test_views'])
+    b = sub.add_parser('build', help='fit a multi-view INR dataset (or one shard of it)',
+                       description='Settings left out take the source\'s defaults '
+                                   '(nngraph.data.build.defaults_for).')
+    b.add_argument('source', help=f'built-in source ({", ".join(SOURCES)})')
+    b.add_argument('--out', default=None,
+                   help=f'dataset directory (default ${DATA_ROOT_ENV} or ~/.cache/nngraph, then SOURCE)')
+    b.add_argument('--source-dir', default=None,
+                   help='directory of the idx files (fashion-mnist, mnist); default the '
+                        'NNGRAPH_FASHION_MNIST_DIR / NNGRAPH_MNIST_DIR variable, else the Debian path')
+    b.add_argument('--views', type=int, default=None, help='INRs per training image')
     b.add_argument('--seed', type=int, default=0)
-    b.add_argument('--limit', type=int, default=None, help='use only the first N images')
-    b.add_argument('--grid', type=int, default=DEFAULTS['grid'], help='resize images to GRID x GRID')
-    b.add_argument('--hidden', type=int, nargs='+', default=list(DEFAULTS['hidden']))
-    b.add_argument('--w0', type=float, default=DEFAULTS['w0'])
-    b.add_argument('--first-w0', type=float, default=DEFAULTS['first_w0'])
-    b.add_argument('--init', choices=('siren', 'zero_bias'), default=DEFAULTS['init'])
-    b.add_argument('--output-offset', type=float, default=DEFAULTS['output_offset'])
-    b.add_argument('--steps', type=int, default=DEFAULTS['steps'])
-    b.add_argument('--lr', type=float, default=DEFAULTS['lr'])
-    b.add_argument('--target-psnr', type=_optional_float, default=DEFAULTS['target_psnr'],
+    b.add_argument('--limit', type=int, default=None, help='use only N images (smoke runs)')
+    # Build settings: absent means the source's default, so none has a default here.
+    opt = dict(default=argparse.SUPPRESS)
+    b.add_argument('--val-views', type=int, **opt)
+    b.add_argument('--test-views', type=int, **opt)
+    b.add_argument('--val-fraction', type=float, **opt, help='stratified splits only')
+    b.add_argument('--test-fraction', type=float, **opt, help='stratified splits only')
+    b.add_argument('--grid', type=_optional_int, **opt, help='resize images to GRID x GRID ("none": native)')
+    b.add_argument('--hidden', type=int, nargs='+', **opt)
+    b.add_argument('--w0', type=float, **opt)
+    b.add_argument('--first-w0', type=_optional_float, **opt)
+    b.add_argument('--init', choices=INITS, **opt, help='initialisation preset')
+    b.add_argument('--output-offset', type=float, **opt)
+    b.add_argument('--steps', type=int, **opt)
+    b.add_argument('--lr', type=float, **opt)
+    b.add_argument('--target-psnr', type=_optional_float, **opt,
                    help='per-INR early stop in dB ("none" to always use all steps)')
-    b.add_argument('--chunk-size', type=int, default=DEFAULTS['chunk_size'])
+    b.add_argument('--chunk-size', type=int, **opt)
     b.add_argument('--shard', default=None, help='i/n: fit only the i-th of n slices')
     b.add_argument('--device', default=None, help='cpu (default), cuda, ...')
     b.add_argument('--threads', type=int, default=1, help='CPU threads while fitting (0: torch default)')
@@ -71,14 +91,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == 'build':
+            settings = {k: v for k, v in vars(args).items() if k in BUILD_SETTINGS}
             path = build_inr_dataset(
                 args.source, views=args.views, out=args.out, seed=args.seed, limit=args.limit,
-                grid=args.grid, val_views=args.val_views, test_views=args.test_views,
-                hidden=args.hidden, w0=args.w0, first_w0=args.first_w0, init=args.init,
-                output_offset=args.output_offset, steps=args.steps, lr=args.lr,
-                target_psnr=args.target_psnr, chunk_size=args.chunk_size, shard=args.shard,
-                overwrite=args.overwrite, device=args.device,
-                threads=args.threads or None, progress=not args.quiet)
+                source_dir=args.source_dir, shard=args.shard, overwrite=args.overwrite,
+                device=args.device, threads=args.threads or None, progress=not args.quiet,
+                **settings)
         elif args.command == 'merge':
             path = merge_shards(args.dir)
         elif args.command == 'convert':

@@ -32,9 +32,10 @@ from torch import Tensor
 
 from nngraph import inr as I
 from nngraph.data import store
-from nngraph.data.sources import Source, load_source
+from nngraph.data.sources import IDX_SOURCES, Source, fixed_splits, load_idx_source, load_source, resize
 
-__all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'inr_seed', 'DEFAULTS']
+__all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'inr_seed', 'data_root',
+           'defaults_for', 'DEFAULTS', 'FMNIST_DEFAULTS', 'SOURCE_DEFAULTS']
 
 # Defaults of the built-in digits-INR dataset, chosen by measurement (see the
 # report). The paper's INRs: 2-32-32-1 SIRENs, w0 = 30. On the native 8x8
@@ -51,6 +52,26 @@ DEFAULTS: Dict[str, Any] = dict(
     hidden=(32, 32), w0=15.0, first_w0=None, init='siren', output_offset=0.0,
     steps=500, lr=2e-3, target_psnr=40.0, chunk_size=128,
 )
+
+# FMNIST-INR as DWSNets and neural-graphs published it: 2-32-32-1 SIRENs with
+# w0 = 30 in every sine layer, DWSNets' initialisation and output offset +0.5,
+# on the native 28x28 grid, one INR per image, the published split (val: the
+# 5,000 training images of splits/fashion-mnist.json; test: the official test
+# images). Steps and learning rate: see FMNIST_FIT (chosen by measurement).
+FMNIST_FIT: Dict[str, Any] = dict(steps=500, lr=1e-3, target_psnr=None)
+FMNIST_DEFAULTS: Dict[str, Any] = dict(
+    views=1, val_views=1, test_views=1, grid=None,
+    hidden=(32, 32), w0=30.0, first_w0=None, init='dwsnets', output_offset=0.5,
+    chunk_size=128, **FMNIST_FIT,
+)
+# MNIST: the same conventions; no published validation list ships, so a seeded
+# stratified twelfth of the training images is validation (5,000 of 60,000).
+MNIST_DEFAULTS: Dict[str, Any] = dict(FMNIST_DEFAULTS, val_fraction=5000 / 60000)
+
+SOURCE_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'digits': DEFAULTS, 'custom': DEFAULTS, 'fashion-mnist': FMNIST_DEFAULTS, 'mnist': MNIST_DEFAULTS,
+}
+DATA_ROOT_ENV = 'NNGRAPH_DATA_ROOT'
 _SHARD_RE = re.compile(r'shard-(\d+)-of-(\d+)\.pt$')
 
 
@@ -98,12 +119,34 @@ def _fingerprint(images: Tensor, labels: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dict[str, Any]):
-    images, labels, name = load_source(source, opts['grid'])
-    if limit is not None:
-        if int(limit) < 1:
-            raise ValueError(f'limit must be a positive number of images, got {limit}')
-        images, labels = images[:int(limit)], labels[:int(limit)]
+def _limit_splits(splits: Dict[str, Tensor], limit: int) -> Dict[str, Tensor]:
+    """The first objects of each split, ``limit`` in all, in proportion to the
+    split sizes (at least one per non-empty split)."""
+    total = sum(v.numel() for v in splits.values())
+    return {s: v[:max(1, round(limit * v.numel() / total))] if v.numel() else v
+            for s, v in splits.items()}
+
+
+def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dict[str, Any],
+          source_dir=None):
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f'limit must be a positive number of images, got {limit}')
+    if isinstance(source, str) and source in IDX_SOURCES:
+        # An official test set: the split is fixed (the published one where it
+        # ships); object ids stay idx positions, also under a limit.
+        images, labels, num_train = load_idx_source(source, source_dir)
+        images, name = resize(images, opts['grid']), source
+        splits = fixed_splits(name, num_train, labels.numel(), labels, seed,
+                              opts.get('val_fraction', 0.0))
+        if limit is not None:
+            splits = _limit_splits(splits, int(limit))
+        split_kind = 'published' if name == 'fashion-mnist' else 'official-test'
+    else:
+        images, labels, name = load_source(source, opts['grid'])
+        if limit is not None:
+            images, labels = images[:int(limit)], labels[:int(limit)]
+        splits = split_objects(labels, opts['val_fraction'], opts['test_fraction'], seed)
+        split_kind = 'stratified'
     if int(views) < 1:
         raise ValueError(f'views must be at least 1, got {views}')
     for k in ('val_views', 'test_views'):
@@ -115,10 +158,9 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
         raise ValueError(f'chunk_size must be positive, got {opts["chunk_size"]}')
     settings = dict(source=name, source_fingerprint=_fingerprint(images, labels), views=int(views),
                     seed=int(seed), limit=None if limit is None else int(limit),
-                    image_shape=list(images.shape[1:]), **opts)
+                    image_shape=list(images.shape[1:]), split=split_kind, **opts)
     settings['hidden'] = [int(h) for h in settings['hidden']]
     settings['grid'] = None if opts['grid'] is None else int(opts['grid'])
-    splits = split_objects(labels, opts['val_fraction'], opts['test_fraction'], seed)
     per_split = {'train': int(views), 'val': int(opts['val_views']), 'test': int(opts['test_views'])}
     rows = []   # (split index, object id, view) for every INR, in build order
     for s_i, s in enumerate(store.SPLITS):
@@ -221,6 +263,7 @@ def _write_splits(out: str, images: Tensor, labels: Tensor, splits: Dict[str, Te
 def _compatible(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Settings that differ, except that an old build with more train views
     serves a request for fewer (the first views of every object are the same)."""
+    old = {'split': 'stratified', **old}     # builds from before fixed splits existed
     diff = [k for k in sorted(set(old) | set(new)) if k != 'views' and old.get(k) != new.get(k)]
     if old.get('views', 0) < new['views']:
         diff.append('views')
@@ -231,40 +274,73 @@ def _compatible(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
 # Public entry points
 # --------------------------------------------------------------------------- #
 
+def defaults_for(source: Source) -> Dict[str, Any]:
+    """The build settings a source gets unless told otherwise
+    (:data:`DEFAULTS` for digits and user arrays, :data:`FMNIST_DEFAULTS` for
+    Fashion-MNIST, ...)."""
+    name = source if isinstance(source, str) else 'custom'
+    return dict(SOURCE_DEFAULTS.get(name, DEFAULTS))
+
+
+def data_root(name: str = '') -> str:
+    """Where builds go unless told otherwise: ``$NNGRAPH_DATA_ROOT`` or
+    ``~/.cache/nngraph``, then ``name``. Outside the checkout, so a fresh
+    clone reuses a long build."""
+    root = os.environ.get(DATA_ROOT_ENV) or os.path.join('~', '.cache', 'nngraph')
+    return os.path.join(os.path.expanduser(root), name)
+
+
+def _options(source: Source, settings: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+    """``(views, opts)``: the source's defaults updated by ``settings``, typed."""
+    defaults = defaults_for(source)
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        name = source if isinstance(source, str) else 'user arrays'
+        fixed = [k for k in unknown if k in DEFAULTS]
+        why = (f'; {name} has a fixed split (validation and test are given), so '
+               f'{", ".join(fixed)} do(es) not apply') if fixed else ''
+        raise TypeError(f'unknown build setting(s) {unknown} for source {name!r}{why}; '
+                        f'valid: {sorted(defaults)}')
+    o = {**defaults, **settings}
+    typed = dict(grid=None if o['grid'] is None else int(o['grid']), val_views=int(o['val_views']),
+                 test_views=int(o['test_views']), hidden=tuple(int(h) for h in o['hidden']),
+                 w0=float(o['w0']), first_w0=None if o['first_w0'] is None else float(o['first_w0']),
+                 init=o['init'], output_offset=float(o['output_offset']), steps=int(o['steps']),
+                 lr=float(o['lr']),
+                 target_psnr=None if o['target_psnr'] is None else float(o['target_psnr']),
+                 chunk_size=int(o['chunk_size']))
+    for k in ('val_fraction', 'test_fraction'):
+        if k in o:
+            typed[k] = float(o[k])
+    I.SirenConfig(layer_sizes=(2, *typed['hidden'], 1), w0=typed['w0'], first_w0=typed['first_w0'],
+                  init=typed['init'], output_offset=typed['output_offset'])   # validates up front
+    return int(o['views']), typed
+
+
 def build_inr_dataset(
     source: Source = 'digits',
-    views: int = DEFAULTS['views'],
-    out: Union[str, os.PathLike] = 'data/digits',
+    views: Optional[int] = None,
+    out: Union[str, os.PathLike, None] = None,
     seed: int = 0,
     limit: Optional[int] = None,
     *,
-    grid: Optional[int] = DEFAULTS['grid'],
-    val_views: int = DEFAULTS['val_views'],
-    test_views: int = DEFAULTS['test_views'],
-    val_fraction: float = DEFAULTS['val_fraction'],
-    test_fraction: float = DEFAULTS['test_fraction'],
-    hidden: Sequence[int] = DEFAULTS['hidden'],
-    w0: float = DEFAULTS['w0'],
-    first_w0: Optional[float] = DEFAULTS['first_w0'],
-    init: str = DEFAULTS['init'],
-    output_offset: float = DEFAULTS['output_offset'],
-    steps: int = DEFAULTS['steps'],
-    lr: float = DEFAULTS['lr'],
-    target_psnr: Optional[float] = DEFAULTS['target_psnr'],
-    chunk_size: int = DEFAULTS['chunk_size'],
+    source_dir: Union[str, os.PathLike, None] = None,
     shard: Optional[Tuple[int, int]] = None,
     overwrite: bool = False,
     device: Union[str, torch.device, None] = None,
     threads: Optional[int] = 1,
     progress: bool = True,
+    **settings: Any,
 ) -> str:
     """Builds a multi-view INR dataset in ``out`` and returns ``out``.
 
-    Splits the source's images by object (stratified by class), fits
-    ``views`` SIRENs per training image and ``val_views`` / ``test_views``
-    per validation / test image (:func:`nngraph.inr.fit`, batched), and
-    writes one file per split plus ``manifest.json`` (:mod:`nngraph.data.store`),
-    all atomically. Read it with :class:`nngraph.data.INRGraphDataset`.
+    Splits the source's images by object (stratified by class, or the
+    source's fixed split: see below), fits ``views`` SIRENs per training
+    image and ``val_views`` / ``test_views`` per validation / test image
+    (:func:`nngraph.inr.fit`, batched, every INR from its own seed), and
+    writes one file per split plus ``manifest.json``
+    (:mod:`nngraph.data.store`), all atomically. Read it with
+    :class:`nngraph.data.INRGraphDataset`.
 
     A complete build already in ``out`` is reused (no refitting) when its
     settings equal these, or differ only by having *more* train views (the
@@ -273,19 +349,18 @@ def build_inr_dataset(
     naming them, unless ``overwrite=True`` (then it is rebuilt).
 
     Args:
-        source: ``'digits'`` or ``(images, labels)`` (see :func:`~nngraph.data.sources.load_source`).
-        views: INRs per training image (the paper's knob).
-        out: dataset directory.
-        seed: seeds the split and every INR's initialisation.
-        limit: use only the first ``limit`` images (tests, smoke runs).
-        grid: resize images to ``grid x grid`` (bilinear; ``None``: native
-            size, 8 for digits; default 16).
-        val_views, test_views: INRs per validation / test image.
-        val_fraction, test_fraction: share of each class's images in val / test.
-        hidden, w0, first_w0, init, output_offset: SIREN conventions
-            (:class:`nngraph.inr.SirenConfig`).
-        steps, lr, target_psnr: fitting budget, Adam step size, early stop (dB).
-        chunk_size: INRs fitted together in one batch.
+        source: ``'digits'``, ``'fashion-mnist'``, ``'mnist'`` or
+            ``(images, labels)`` (see :mod:`nngraph.data.sources`).
+            ``fashion-mnist`` has the published FMNIST-INR split (DWSNets,
+            neural-graphs): test the official 10,000 test images, val the
+            5,000 listed training images, train the other 55,000; ``mnist``
+            has the official test images and a stratified validation draw.
+        views: INRs per training image (the paper's knob); default the source's.
+        out: dataset directory; default :func:`data_root` ``/<source>``.
+        seed: seeds the split (where it is drawn) and every INR's initialisation.
+        limit: use only ``limit`` images (tests, smoke runs): the first ones,
+            or for a fixed split the first of each split in proportion.
+        source_dir: where an idx source's files are (``fashion-mnist``, ``mnist``).
         shard: ``(i, n)``: fit only the ``i``-th of ``n`` disjoint slices and
             write ``out/shards/shard-i-of-n.pt`` (returns that path); join the
             shards with :func:`merge_shards`.
@@ -297,22 +372,25 @@ def build_inr_dataset(
             cores are shared with other processes (measured, see the
             report); run shards in parallel processes to use more cores.
         progress: tqdm progress bars.
+        **settings: override the source's defaults (:func:`defaults_for`):
+            ``grid`` (resize to ``grid x grid``, ``None`` native), ``val_views``,
+            ``test_views``, ``val_fraction`` / ``test_fraction`` (stratified
+            splits), ``hidden``, ``w0``, ``first_w0``, ``init``,
+            ``output_offset`` (SIREN conventions, :class:`nngraph.inr.SirenConfig`),
+            ``steps``, ``lr``, ``target_psnr`` (fitting budget, Adam step,
+            early stop in dB), ``chunk_size`` (INRs fitted as one batch).
 
     Raises:
+        TypeError: a setting the source does not have (named).
+        FileNotFoundError: an idx source's files missing (directory and
+            install command named).
         ValueError: unknown source, empty source, images of mixed sizes,
             ``views < 1``, a bad shard spec, an incompatible existing build.
     """
-    opts = dict(grid=grid, val_views=int(val_views), test_views=int(test_views),
-                val_fraction=float(val_fraction), test_fraction=float(test_fraction),
-                hidden=tuple(int(h) for h in hidden), w0=float(w0),
-                first_w0=None if first_w0 is None else float(first_w0), init=init,
-                output_offset=float(output_offset), steps=int(steps), lr=float(lr),
-                target_psnr=None if target_psnr is None else float(target_psnr),
-                chunk_size=int(chunk_size))
-    I.SirenConfig(layer_sizes=(2, *opts['hidden'], 1), w0=w0, first_w0=first_w0, init=init,
-                  output_offset=output_offset)   # validates the conventions up front
-    out = os.fspath(out)
-    images, labels, splits, per_split, settings, table = _plan(source, views, seed, limit, opts)
+    default_views, opts = _options(source, settings)
+    views = default_views if views is None else views
+    out = os.fspath(out) if out is not None else data_root(source if isinstance(source, str) else 'custom')
+    images, labels, splits, per_split, settings, table = _plan(source, views, seed, limit, opts, source_dir)
     settings = json.loads(json.dumps(settings))   # the form it has after a JSON round trip
     device = torch.device(device) if device is not None else torch.device('cpu')
     chunks = _chunks(table.shape[1], settings['chunk_size'])

@@ -1,25 +1,184 @@
-"""Image sources for INR datasets: the built-in ``digits`` and user arrays.
+"""Image sources for INR datasets: ``digits``, ``fashion-mnist``, ``mnist`` and user arrays.
 
 A source is a float tensor of images ``[N, H, W, C]`` with values in
-``[0, 1]`` and long labels ``[N]``. ``digits`` is scikit-learn's copy of the
-UCI handwritten digits (1,797 images of 8x8 pixels, 16 grey levels), which
-ships inside scikit-learn: nothing is downloaded.
+``[0, 1]`` and long labels ``[N]``. Nothing is downloaded:
+
+* ``digits`` is scikit-learn's copy of the UCI handwritten digits (1,797
+  images of 8x8 pixels, 16 grey levels), which ships inside scikit-learn.
+* ``fashion-mnist`` and ``mnist`` are read from the four standard idx files
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally
+  ``.gz``) in a directory: ``source_dir=``, else the environment variable
+  ``NNGRAPH_FASHION_MNIST_DIR`` / ``NNGRAPH_MNIST_DIR``, else the Debian path
+  (``apt-get install -y dataset-fashion-mnist`` puts Fashion-MNIST in
+  ``/usr/share/datasets/fashion-mnist``). Image ``i`` of the source is
+  training image ``i`` for ``i < 60000`` and test image ``i - 60000`` after,
+  so object ids are idx positions, as in the published INR datasets
+  (DWSNets' ``model_<i>.pth`` is Fashion-MNIST image ``i``).
+
+Sources with an official test set also carry their split
+(:func:`fixed_splits`): the test images are the test split, and
+Fashion-MNIST's validation images are the 5,000 that the published
+FMNIST-INR split holds out (``nngraph/data/splits/fashion-mnist.json``).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple, Union
+import gzip
+import json
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SOURCES = ('digits',)
+SOURCES = ('digits', 'fashion-mnist', 'mnist')
 
 Source = Union[str, Tuple[Any, Any]]
 
+# Where each idx source is looked for, and how a user gets it.
+IDX_SOURCES: Dict[str, Dict[str, str]] = {
+    'fashion-mnist': dict(env='NNGRAPH_FASHION_MNIST_DIR', default='/usr/share/datasets/fashion-mnist',
+                          hint='apt-get install -y dataset-fashion-mnist'),
+    'mnist': dict(env='NNGRAPH_MNIST_DIR', default='/usr/share/datasets/mnist',
+                  hint='put the four MNIST idx files there, or set NNGRAPH_MNIST_DIR'),
+}
+IDX_FILES = (('train', 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             ('test', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'))
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'),
+               0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
+_SPLITS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'splits')
 
-def load_source(source: Source, grid: int | None = None) -> Tuple[Tensor, Tensor, str]:
+
+# --------------------------------------------------------------------------- #
+# idx files
+# --------------------------------------------------------------------------- #
+
+def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Reads one idx file (LeCun's MNIST format, optionally gzipped) as an array.
+
+    The header is two zero bytes, a type byte (``0x08`` for unsigned bytes),
+    the number of dimensions and one big-endian 32-bit size per dimension;
+    the data follow in row-major order.
+
+    Raises:
+        ValueError: a bad magic number, an unknown type, or a file whose size
+            does not match its header (truncated or padded); the file is named.
+    """
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith('.gz') else open
+    try:
+        with opener(path, 'rb') as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:    # a truncated gzip stream raises EOFError
+        raise ValueError(f'idx file {path!r} cannot be read: {err}') from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        magic = raw[:4].hex() if raw else 'empty file'
+        raise ValueError(f'idx file {path!r} has a bad magic number ({magic}); '
+                         f'expected 0000 0x08 <ndim> (unsigned bytes)')
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f'idx file {path!r} is truncated inside its header')
+    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], 'big') for k in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f'idx file {path!r} holds {len(raw)} bytes but its header {shape} '
+                         f'implies {expected}: the file is truncated or corrupt')
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def source_dir(name: str, directory: Optional[Union[str, os.PathLike]] = None) -> str:
+    """The directory the idx source ``name`` is read from: ``directory``, else
+    the source's environment variable, else its Debian path."""
+    spec = IDX_SOURCES[name]
+    if directory is not None:
+        return os.fspath(directory)
+    return os.environ.get(spec['env']) or spec['default']
+
+
+def _idx_file(directory: str, stem: str, name: str) -> str:
+    for candidate in (stem, stem + '.gz'):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    spec = IDX_SOURCES[name]
+    raise FileNotFoundError(
+        f'{name}: {stem}[.gz] not found in {directory!r}. Install the data with '
+        f'`{spec["hint"]}`, or point --source-dir / {spec["env"]} at the directory '
+        f'that holds the four idx files')
+
+
+def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = None) -> Tuple[Tensor, Tensor, int]:
+    """Reads an MNIST-format source: ``(images [N, H, W, 1] float32 in [0, 1],
+    labels [N] long, num_train)``, the training images first, then the test
+    images.
+
+    Raises:
+        FileNotFoundError: a missing file, naming the directory and how to get it.
+        ValueError: a bad idx file, or images and labels whose counts differ
+            (both files named).
+    """
+    if name not in IDX_SOURCES:
+        raise ValueError(f'unknown idx source {name!r}; choose one of {sorted(IDX_SOURCES)}')
+    directory = source_dir(name, directory)
+    parts, labels, counts = [], [], []
+    for _, image_stem, label_stem in IDX_FILES:
+        image_path = _idx_file(directory, image_stem, name)
+        label_path = _idx_file(directory, label_stem, name)
+        im, lab = read_idx(image_path), read_idx(label_path)
+        if im.ndim != 3 or im.dtype != np.uint8:
+            raise ValueError(f'{image_path!r} must hold uint8 images [N, H, W], got {im.dtype} '
+                             f'of shape {im.shape}')
+        if lab.ndim != 1:
+            raise ValueError(f'{label_path!r} must hold labels [N], got shape {lab.shape}')
+        if im.shape[0] != lab.shape[0]:
+            raise ValueError(f'{image_path!r} holds {im.shape[0]} images but {label_path!r} holds '
+                             f'{lab.shape[0]} labels')
+        if parts and im.shape[1:] != parts[0].shape[1:]:
+            raise ValueError(f'{image_path!r} holds {im.shape[1:]} images but the training '
+                             f'images are {parts[0].shape[1:]}')
+        parts.append(im)
+        labels.append(lab)
+        counts.append(im.shape[0])
+    images = torch.from_numpy(np.concatenate(parts)).to(torch.float32).div_(255.0).unsqueeze(-1)
+    return images, torch.from_numpy(np.concatenate(labels).astype(np.int64)), counts[0]
+
+
+def fixed_splits(name: str, num_train: int, num_total: int, labels: Tensor,
+                 seed: int = 0, val_fraction: float = 5000 / 60000) -> Dict[str, Tensor]:
+    """The split of a source that has an official test set.
+
+    ``test`` is the official test images (``num_train .. num_total - 1``).
+    ``val`` is the published list where one ships with nngraph
+    (``splits/<name>.json``: Fashion-MNIST, the FMNIST-INR split of DWSNets
+    and neural-graphs), else a stratified draw of ``val_fraction`` of the
+    training images (seeded). ``train`` is the other training images.
+    """
+    path = os.path.join(_SPLITS_DIR, f'{name}.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            val = torch.tensor(json.load(f)['val'], dtype=torch.long)
+        if num_train and int(val.max()) >= num_train:
+            raise ValueError(f'{path!r} lists validation image {int(val.max())} but the source has '
+                             f'only {num_train} training images')
+    else:
+        from nngraph.data.build import split_objects
+        val = split_objects(labels[:num_train], val_fraction, 0.0, seed)['val']
+    is_val = torch.zeros(num_train, dtype=torch.bool)
+    is_val[val] = True
+    return {'train': (~is_val).nonzero().squeeze(1), 'val': val.sort().values,
+            'test': torch.arange(num_train, num_total)}
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+
+def load_source(source: Source, grid: int | None = None, *,
+                source_dir: Optional[Union[str, os.PathLike]] = None) -> Tuple[Tensor, Tensor, str]:
     """Loads ``source`` as ``(images [N, H, W, C] float32 in [0, 1], labels [N] long, name)``.
 
     Args:
@@ -29,13 +188,19 @@ def load_source(source: Source, grid: int | None = None) -> Tuple[Tensor, Tensor
             ``[0, 1]``, and ``labels`` are ``N`` integers.
         grid: if given, images are resized (bilinear, corners aligned) to
             ``grid x grid`` pixels.
+        source_dir: where an idx source's files are (see :func:`source_dir`).
 
     Raises:
-        ValueError: an unknown source name, no images, images of mixed sizes
+        FileNotFoundError: an idx source whose files are missing (the
+            directory and the install command named).
+        ValueError: an unknown source name, a bad idx file, no images, images of mixed sizes
             (the first two differing shapes named), values outside
             ``[0, 1]`` or not finite, labels that do not match.
     """
-    if isinstance(source, str):
+    if isinstance(source, str) and source in IDX_SOURCES:
+        images, labels, _ = load_idx_source(source, source_dir)
+        name = source
+    elif isinstance(source, str):
         if source != 'digits':
             raise ValueError(f'unknown source {source!r}; built-in sources: {", ".join(SOURCES)} '
                              f'(or pass (images, labels))')
@@ -50,14 +215,21 @@ def load_source(source: Source, grid: int | None = None) -> Tuple[Tensor, Tensor
     else:
         raise ValueError(f'source must be a name ({", ".join(SOURCES)}) or an (images, labels) '
                          f'pair, got {type(source).__name__}')
-    if grid is not None:
-        if int(grid) < 1:
-            raise ValueError(f'grid must be a positive number of pixels, got {grid}')
-        if tuple(images.shape[1:3]) != (grid, grid):
-            images = F.interpolate(images.permute(0, 3, 1, 2), size=(int(grid), int(grid)),
-                                   mode='bilinear', align_corners=True).permute(0, 2, 3, 1)
-            images = images.clamp(0.0, 1.0).contiguous()
-    return images, labels, name
+    return resize(images, grid), labels, name
+
+
+def resize(images: Tensor, grid: Optional[int]) -> Tensor:
+    """``images [N, H, W, C]`` resized (bilinear, corners aligned) to
+    ``grid x grid`` pixels; unchanged when ``grid`` is ``None`` or already the size."""
+    if grid is None:
+        return images
+    if int(grid) < 1:
+        raise ValueError(f'grid must be a positive number of pixels, got {grid}')
+    if tuple(images.shape[1:3]) == (grid, grid):
+        return images
+    out = F.interpolate(images.permute(0, 3, 1, 2), size=(int(grid), int(grid)),
+                        mode='bilinear', align_corners=True).permute(0, 2, 3, 1)
+    return out.clamp(0.0, 1.0).contiguous()
 
 
 def _custom(images: Any, labels: Any) -> Tuple[Tensor, Tensor]:

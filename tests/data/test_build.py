@@ -173,7 +173,7 @@ def test_missing_or_truncated_split_file_is_named(tmp_path):
 
 
 @pytest.mark.parametrize('source, kwargs, error, message', [
-    ('mnist', {}, ValueError, "unknown source 'mnist'"),
+    ('cifar', {}, ValueError, "unknown source 'cifar'"),
     ((torch.zeros(0, 8, 8), torch.zeros(0)), {}, ValueError, 'source is empty'),
     (([torch.zeros(8, 8), torch.zeros(9, 8)], [0, 1]), {}, ValueError,
      r'mixed sizes: image 0 has shape \(8, 8\) but image 1 has shape \(9, 8\)'),
