@@ -17,6 +17,7 @@ import copy
 import functools
 import math
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     'with_layers', 'is_uniform', 'stacked_layer_views', 'with_stacked_layers',
     'graph_layer_views', 'architecture', 'to_state_dict', 'to_module', 'forward',
     'to_networkx', 'draw', 'sequential_names', 'permute_hidden', 'rescale_hidden',
+    'activations', 'validate', 'save', 'load',
 ]
 
 
@@ -96,6 +98,8 @@ def from_weights(
     *,
     y: Optional[Tensor] = None,
     names: Optional[Sequence[str]] = None,
+    layer_bias: Optional[Sequence[bool]] = None,
+    convention: str = '',
     **extra,
 ) -> Data:
     r"""Builds the parameter graph of the MLP
@@ -108,7 +112,12 @@ def from_weights(
             is linear), or one string per layer (see :mod:`nngraph.activations`).
         y: optional label stored as ``data.y``.
         names: optional module path of each layer (``'encoder.fc1'``), used by
-            :func:`to_state_dict` to give back the original keys.
+            :func:`to_state_dict` to give back the original keys; default
+            :func:`sequential_names`.
+        layer_bias: whether each layer had a bias (:func:`to_state_dict`
+            leaves out the bias key where not); default all ``True``.
+        convention: the SIREN conventions the weights were fitted under
+            (:func:`nngraph.inr.parse_convention`); ``''`` for none.
         **extra: further graph-level attributes stored as they are.
 
     The weights are copied into the graph in their own dtype, so
@@ -161,19 +170,29 @@ def from_weights(
         _raise_nonfinite(weights, biases, names)
 
     act = _compact(activation if isinstance(activation, str) else tuple(activation), len(weights))
+    L = len(weights)
+    if names is None:
+        names = sequential_names(L)
+    elif len(names) != L:
+        raise ValueError(f'got {len(names)} layer names for {L} layers')
+    if layer_bias is None:
+        layer_bias = _all_true(L)
+    elif len(layer_bias) != L:
+        raise ValueError(f'got {len(layer_bias)} layer_bias flags for {L} layers')
+    if not isinstance(convention, str):
+        raise ValueError(f'convention must be a string, got {type(convention).__name__}')
     edge_index, layer = _structure_on(layer_sizes, device)
     # Data(**fields) routes every field through two __setattr__ layers and a cache
     # purge, half the cost of a build; a fresh Data has no cache, so filling its
-    # store's mapping directly gives the identical object.
+    # store's mapping directly gives the identical object. Every graph carries the
+    # same attribute set (DESIGN.md), so graphs of any constructor batch together.
     data = Data()
     data._store._mapping.update(x=x, edge_index=edge_index.clone(), edge_attr=edge_attr,
-                                layer=layer.clone(), layer_sizes=layer_sizes, activation=act)
+                                layer=layer.clone(), layer_sizes=layer_sizes, activation=act,
+                                layer_names=tuple(names), layer_bias=tuple(map(bool, layer_bias)),
+                                convention=convention)
     if y is not None:
         data.y = y
-    if names is not None:
-        if len(names) != len(weights):
-            raise ValueError(f'got {len(names)} layer names for {len(weights)} layers')
-        data.layer_names = tuple(names)
     for key, value in extra.items():
         data[key] = value
     return data
@@ -194,6 +213,11 @@ def _zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.zeros(n, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=64)
+def _all_true(n: int) -> Tuple[bool, ...]:
+    return (True,) * n
+
+
 @functools.lru_cache(maxsize=256)
 def _structure_on(layer_sizes: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
     edge_index, layer = _structure(layer_sizes)
@@ -210,11 +234,14 @@ def _compact(activation: Union[str, Tuple[str, ...]], num_layers: int) -> Union[
 # --------------------------------------------------------------------------- #
 
 def _sizes_of(g: Data) -> Tuple[int, ...]:
-    sizes = g.layer_sizes
-    if isinstance(g, Batch) or (isinstance(sizes, list) and sizes and isinstance(sizes[0], (tuple, list))):
+    if isinstance(g, Batch):
         raise TypeError('expected a single graph; use stacked_layer_views or graph_layer_views '
                         'for a Batch')
-    return tuple(sizes)
+    sizes = architecture(g)
+    if len(sizes) != 1:
+        raise TypeError(f'expected a single graph, got the layer sizes of {len(sizes)} graphs '
+                        f'(a collated Data?); use Batch.from_data_list and graph_layer_views')
+    return sizes[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -242,7 +269,15 @@ def layer_views(g: Data) -> Layers:
 def to_weights(g: Data) -> Layers:
     """Bit-exact inverse of :func:`from_weights`: ``(weights, biases)`` with
     ``weights[l]`` of shape ``[d_{l+1}, d_l]`` and ``biases[l]`` of shape
-    ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors."""
+    ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors.
+
+    Raises:
+        ValueError: ``g`` is not a parameter graph in canonical order (:func:`validate`).
+    """
+    if isinstance(g, Batch):
+        raise TypeError('to_weights takes a single graph; use graph_layer_views or '
+                        'batch.to_data_list() for a Batch')
+    validate(g)
     weights, biases = layer_views(g)
     return [w[..., 0].clone() for w in weights], [b[:, 0].clone() for b in biases]
 
@@ -265,11 +300,136 @@ def with_layers(g: Data, weights: Sequence[Tensor], biases: Sequence[Tensor]) ->
 # --------------------------------------------------------------------------- #
 
 def architecture(g: Graph) -> List[Tuple[int, ...]]:
-    """The layer sizes of every graph in ``g`` (one entry for a single graph)."""
-    sizes = g.layer_sizes
-    if isinstance(sizes, tuple) and sizes and isinstance(sizes[0], int):
-        return [sizes]
-    return [tuple(s) for s in sizes]
+    """The layer sizes of every graph in ``g`` (one entry for a single graph).
+
+    Read from ``layer_sizes`` in whatever container PyG left it (a tuple, a
+    list after ``clone`` / ``apply`` / ``to`` / ``torch.load`` / ``separate``,
+    a list of per-graph tuples or lists after batching), or, where a graph has
+    no ``layer_sizes``, counted from the ``layer`` tensor. Checked in O(1)
+    against the sizes of ``x``, ``layer``, ``edge_attr`` and ``edge_index``;
+    :func:`validate` checks the tensors' contents.
+
+    Raises:
+        ValueError: layer sizes that disagree with the graph's tensors.
+    """
+    sizes = getattr(g, 'layer_sizes', None)
+    if sizes is None:
+        return _sizes_from_layer(g)
+    if len(sizes) and not isinstance(sizes[0], (tuple, list)):
+        per_graph = [_as_sizes(sizes)]
+    else:
+        # tuples pass through untouched: the batch path reads this per batch
+        per_graph = [s if type(s) is tuple else _as_sizes(s) for s in sizes]
+    _check_counts(g, per_graph)
+    return per_graph
+
+
+def _as_sizes(sizes) -> Tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in sizes)
+    except (TypeError, ValueError):
+        raise ValueError(f'layer_sizes must be a sequence of ints per graph, got {sizes!r}') from None
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _totals(sizes: Tuple[int, ...]) -> Tuple[int, int]:
+    """``(nodes, edges)`` of one architecture; refuses impossible sizes."""
+    _check_sizes(sizes)
+    node_off, edge_off = layer_offsets(sizes)
+    return node_off[-1], edge_off[-1]
+
+
+def _check_counts(g: Graph, per_graph: List[Tuple[int, ...]]) -> None:
+    if isinstance(g, Batch) and len(per_graph) != g.num_graphs:
+        raise ValueError(f'layer_sizes holds {len(per_graph)} entries for a batch of {g.num_graphs} graphs')
+    counts = Counter(per_graph) if len(per_graph) > 1 else {per_graph[0]: 1}
+    nodes = edges = 0
+    for s, k in counts.items():
+        n, e = _totals(s)
+        nodes, edges = nodes + k * n, edges + k * e
+    x, ea = g.x, g.edge_attr
+    layer, ei = getattr(g, 'layer', None), g.edge_index
+    got = {'x': x.size(0), 'layer': None if layer is None else layer.numel(),
+           'edge_attr': ea.size(0), 'edge_index': ei.size(1)}
+    want = {'x': nodes, 'layer': nodes, 'edge_attr': edges, 'edge_index': edges}
+    bad = [k for k in got if got[k] is not None and got[k] != want[k]]
+    if bad:
+        arch = per_graph[0] if len(counts) == 1 else sorted(counts)
+        raise ValueError(f'layer_sizes {arch} (x{len(per_graph)}) describe {nodes} nodes and {edges} '
+                         f'edges, but ' + ', '.join(f'{k} has {got[k]}' for k in bad))
+
+
+def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
+    """Layer widths counted from ``layer`` (per graph via ``batch``): one sync."""
+    layer = getattr(g, 'layer', None)
+    if layer is None or layer.numel() == 0:
+        raise ValueError('not a parameter graph: it has neither layer_sizes nor a layer tensor')
+    depth = int(layer.max()) + 1
+    if isinstance(g, Batch):
+        B = g.num_graphs
+        counts = torch.bincount(g.batch * depth + layer, minlength=B * depth).view(B, depth)
+    else:
+        counts = torch.bincount(layer, minlength=depth).view(1, depth)
+    per_graph = [tuple(d for d in row if d) for row in counts.tolist()]
+    _check_counts(g, per_graph)
+    return per_graph
+
+
+def activations(g: Graph) -> List[Union[str, Tuple[str, ...]]]:
+    """The ``activation`` of every graph in ``g`` (one entry for a single
+    graph), each a string or a tuple of per-layer strings, whatever container
+    PyG left it in: compare these, not ``g.activation``."""
+    act = g.activation
+    if isinstance(g, Batch):
+        if isinstance(act, str):
+            return [act] * g.num_graphs
+        return [a if isinstance(a, str) else tuple(a) for a in act]
+    return [act if isinstance(act, str) else tuple(act)]
+
+
+def validate(g: Graph) -> List[Tuple[int, ...]]:
+    """Checks that a graph or batch is a parameter graph in canonical order:
+    ``layer_sizes`` agrees with the ``layer`` tensor and ``edge_index`` holds
+    exactly the canonical edges of those sizes. Returns :func:`architecture`.
+
+    O(N + E): called where a graph enters from outside (:func:`to_weights`,
+    :func:`forward` of one graph, :func:`to_networkx`, weight matching, MixUp's
+    partner pool), not per sample on the augmentation path, which checks
+    only tensor sizes (:func:`architecture`).
+
+    Raises:
+        ValueError: naming the first mismatch (which graph, which layer or edge).
+    """
+    per_graph = architecture(g)
+    device = g.edge_index.device
+    node_ptr = [0]
+    for s in per_graph:
+        node_ptr.append(node_ptr[-1] + _totals(s)[0])
+    if getattr(g, 'layer', None) is not None:
+        expect_layer = torch.cat([_structure_on(s, device)[1] for s in per_graph])
+        if not torch.equal(g.layer, expect_layer):
+            i = _first_graph_differing(g.layer != expect_layer, node_ptr)
+            got = torch.bincount(g.layer[node_ptr[i]:node_ptr[i + 1]]).tolist()
+            raise ValueError(f'graph {i}: layer_sizes say {per_graph[i]} but the layer tensor '
+                             f'holds {tuple(got)} (neurons per layer, in canonical order)')
+    offsets = torch.tensor(node_ptr[:-1], device=device)
+    edge_counts = torch.tensor([_totals(s)[1] for s in per_graph], device=device)
+    expect_ei = torch.cat([_structure_on(s, device)[0] for s in per_graph], dim=1)
+    expect_ei = expect_ei + offsets.repeat_interleave(edge_counts)
+    if not torch.equal(g.edge_index, expect_ei):
+        e = int((g.edge_index != expect_ei).any(0).nonzero()[0])
+        u, v = g.edge_index[:, e].tolist()
+        eu, ev = expect_ei[:, e].tolist()
+        raise ValueError(f'edge_index disagrees with layer_sizes {sorted(set(per_graph))}: edge {e} '
+                         f'is {u} -> {v}, the canonical order has {eu} -> {ev} (edges must be '
+                         f'the dense layers, layer by layer, row-major over W_l)')
+    return per_graph
+
+
+def _first_graph_differing(mask: Tensor, ptr: List[int]) -> int:
+    first = int(mask.nonzero()[0])
+    return next(i for i in range(len(ptr) - 1) if ptr[i] <= first < ptr[i + 1])
 
 
 def is_uniform(g: Graph) -> bool:
@@ -403,6 +563,7 @@ def rescale_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
 # Back to networks
 # --------------------------------------------------------------------------- #
 
+@functools.lru_cache(maxsize=64)
 def sequential_names(num_layers: int) -> Tuple[str, ...]:
     """Layer names of the ``nn.Sequential`` that :func:`to_module` builds."""
     return tuple(str(2 * l) for l in range(num_layers))
@@ -467,10 +628,11 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
         if inputs.dim() != 3 or inputs.shape[0] != B or inputs.shape[-1] != d_in:
             raise ValueError(f'inputs for a batch of {B} networks with {d_in} inputs must be '
                              f'[n, {d_in}] or [{B}, n, {d_in}], got {tuple(inputs.shape)}')
-        if any(a != g.activation[0] for a in g.activation):
+        acts_all = activations(g)
+        if any(a != acts_all[0] for a in acts_all):
             raise ValueError(f'graphs in the batch have different activations: '
-                             f'{sorted(set(map(str, g.activation)))}')
-        acts = A.per_layer(g.activation[0], len(weights))
+                             f'{sorted(set(map(str, acts_all)))}')
+        acts = A.per_layer(acts_all[0], len(weights))
 
         def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [B, n, d_l] -> [B, n, d_{l+1}]
             return torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
@@ -497,8 +659,13 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
 def to_networkx(g: Data):
     """A ``networkx.DiGraph`` with node attributes ``layer`` and ``bias`` and
-    edge attribute ``weight`` (channel 0), for inspection and drawing."""
+    edge attribute ``weight`` (channel 0), for inspection and drawing.
+
+    Raises:
+        ValueError: ``g`` is not a parameter graph in canonical order (:func:`validate`).
+    """
     from torch_geometric.utils import to_networkx as pyg_to_networkx
+    validate(g)
     view = Data(edge_index=g.edge_index, num_nodes=g.num_nodes,
                 layer=g.layer, bias=g.x[:, 0], weight=g.edge_attr[:, 0])
     return pyg_to_networkx(view, node_attrs=['layer', 'bias'], edge_attrs=['weight'])
@@ -524,7 +691,8 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
     b = g.x[:, 0].detach().float().cpu()
     wmax = max(float(w.abs().max()), 1e-12)
     bmax = max(float(b.abs().max()), 1e-12)
-    fig, ax = plt.subplots(figsize=(2.2 * len(g.layer_sizes) + 2, 6))
+    sizes = _sizes_of(g)
+    fig, ax = plt.subplots(figsize=(2.2 * len(sizes) + 2, 6))
     nx.draw_networkx_edges(
         nxg, pos, ax=ax, edge_color=w.tolist(), edge_cmap=plt.cm.coolwarm, edge_vmin=-wmax,
         edge_vmax=wmax, width=0.8, arrows=False, alpha=0.8)
@@ -534,8 +702,9 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
     fig.colorbar(plt.cm.ScalarMappable(cmap=plt.cm.coolwarm, norm=plt.Normalize(-wmax, wmax)),
                  ax=ax, label='weight', fraction=0.04)
     fig.colorbar(nodes, ax=ax, label='bias', fraction=0.04)
-    act = g.activation if isinstance(g.activation, str) else ', '.join(g.activation)
-    ax.set_title(f'layers {"-".join(map(str, g.layer_sizes))}, activation {act}')
+    act = activations(g)[0]
+    act = act if isinstance(act, str) else ', '.join(act)
+    ax.set_title(f'layers {"-".join(map(str, sizes))}, activation {act}')
     ax.axis('off')
     fig.tight_layout()
     with atomic_path(path) as tmp:
