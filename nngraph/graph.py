@@ -312,15 +312,20 @@ def architecture(g: Graph) -> List[Tuple[int, ...]]:
     Raises:
         ValueError: layer sizes that disagree with the graph's tensors.
     """
-    sizes = getattr(g, 'layer_sizes', None)
+    # Read the store's mapping directly: this runs per sample and per batch, and
+    # Data.__getattr__ costs a microsecond per field.
+    fields = g._store._mapping
+    sizes = fields.get('layer_sizes')
     if sizes is None:
         return _sizes_from_layer(g)
-    if len(sizes) and not isinstance(sizes[0], (tuple, list)):
+    if type(sizes) is tuple and not isinstance(g, Batch):     # the common case: one fresh graph
+        per_graph = [sizes]
+    elif len(sizes) and not isinstance(sizes[0], (tuple, list)):
         per_graph = [_as_sizes(sizes)]
     else:
         # tuples pass through untouched: the batch path reads this per batch
         per_graph = [s if type(s) is tuple else _as_sizes(s) for s in sizes]
-    _check_counts(g, per_graph)
+    _check_counts(g, fields, per_graph)
     return per_graph
 
 
@@ -340,24 +345,31 @@ def _totals(sizes: Tuple[int, ...]) -> Tuple[int, int]:
     return node_off[-1], edge_off[-1]
 
 
-def _check_counts(g: Graph, per_graph: List[Tuple[int, ...]]) -> None:
+def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]]) -> None:
     if isinstance(g, Batch) and len(per_graph) != g.num_graphs:
         raise ValueError(f'layer_sizes holds {len(per_graph)} entries for a batch of {g.num_graphs} graphs')
-    counts = Counter(per_graph) if len(per_graph) > 1 else {per_graph[0]: 1}
-    nodes = edges = 0
-    for s, k in counts.items():
-        n, e = _totals(s)
-        nodes, edges = nodes + k * n, edges + k * e
-    x, ea = g.x, g.edge_attr
-    layer, ei = getattr(g, 'layer', None), g.edge_index
-    got = {'x': x.size(0), 'layer': None if layer is None else layer.numel(),
-           'edge_attr': ea.size(0), 'edge_index': ei.size(1)}
+    if len(per_graph) == 1:
+        counts = {per_graph[0]: 1}
+        nodes, edges = _totals(per_graph[0])
+    else:
+        counts = Counter(per_graph)
+        nodes = edges = 0
+        for s, k in counts.items():
+            n, e = _totals(s)
+            nodes, edges = nodes + k * n, edges + k * e
+    x, ea, layer, ei = (fields.get(k) for k in ('x', 'edge_attr', 'layer', 'edge_index'))
+    if (x is None or x.size(0) == nodes) and (layer is None or layer.size(0) == nodes) \
+            and (ea is None or ea.size(0) == edges) and (ei is None or ei.size(1) == edges):
+        return
+    got = {'x': None if x is None else x.size(0), 'layer': None if layer is None else layer.numel(),
+           'edge_attr': None if ea is None else ea.size(0), 'edge_index': None if ei is None else ei.size(1)}
     want = {'x': nodes, 'layer': nodes, 'edge_attr': edges, 'edge_index': edges}
     bad = [k for k in got if got[k] is not None and got[k] != want[k]]
     if bad:
         arch = per_graph[0] if len(counts) == 1 else sorted(counts)
-        raise ValueError(f'layer_sizes {arch} (x{len(per_graph)}) describe {nodes} nodes and {edges} '
-                         f'edges, but ' + ', '.join(f'{k} has {got[k]}' for k in bad))
+        many = f' for {len(per_graph)} graphs' if len(per_graph) > 1 else ''
+        raise ValueError(f'layer_sizes {arch}{many} describe {nodes} nodes and {edges} edges, but '
+                         + ', '.join(f'{k} has {got[k]}' for k in bad))
 
 
 def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
@@ -372,7 +384,7 @@ def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
     else:
         counts = torch.bincount(layer, minlength=depth).view(1, depth)
     per_graph = [tuple(d for d in row if d) for row in counts.tolist()]
-    _check_counts(g, per_graph)
+    _check_counts(g, g._store._mapping, per_graph)
     return per_graph
 
 
@@ -407,16 +419,26 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
     for s in per_graph:
         node_ptr.append(node_ptr[-1] + _totals(s)[0])
     if getattr(g, 'layer', None) is not None:
-        expect_layer = torch.cat([_structure_on(s, device)[1] for s in per_graph])
+        if len(set(per_graph)) == 1:
+            expect_layer = _structure_on(per_graph[0], device)[1].repeat(len(per_graph))
+        else:
+            expect_layer = torch.cat([_structure_on(s, device)[1] for s in per_graph])
         if not torch.equal(g.layer, expect_layer):
             i = _first_graph_differing(g.layer != expect_layer, node_ptr)
             got = torch.bincount(g.layer[node_ptr[i]:node_ptr[i + 1]]).tolist()
             raise ValueError(f'graph {i}: layer_sizes say {per_graph[i]} but the layer tensor '
                              f'holds {tuple(got)} (neurons per layer, in canonical order)')
-    offsets = torch.tensor(node_ptr[:-1], device=device)
-    edge_counts = torch.tensor([_totals(s)[1] for s in per_graph], device=device)
-    expect_ei = torch.cat([_structure_on(s, device)[0] for s in per_graph], dim=1)
-    expect_ei = expect_ei + offsets.repeat_interleave(edge_counts)
+    if len(per_graph) == 1:
+        expect_ei = _structure_on(per_graph[0], device)[0]
+    elif len(set(per_graph)) == 1:     # one architecture: one broadcast, no per-graph list
+        offsets = torch.tensor(node_ptr[:-1], device=device)     # one architecture: one broadcast, no per-graph list
+        canon = _structure_on(per_graph[0], device)[0]                          # [2, E]
+        expect_ei = (canon.unsqueeze(1) + offsets.view(1, -1, 1)).reshape(2, -1)
+    else:
+        offsets = torch.tensor(node_ptr[:-1], device=device)
+        edge_counts = torch.tensor([_totals(s)[1] for s in per_graph], device=device)
+        expect_ei = torch.cat([_structure_on(s, device)[0] for s in per_graph], dim=1)
+        expect_ei = expect_ei + offsets.repeat_interleave(edge_counts)
     if not torch.equal(g.edge_index, expect_ei):
         e = int((g.edge_index != expect_ei).any(0).nonzero()[0])
         u, v = g.edge_index[:, e].tolist()
@@ -710,3 +732,53 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format='png')
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- #
+# Saving
+# --------------------------------------------------------------------------- #
+
+_FORMAT = 'nngraph.graphs'
+
+
+def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) -> None:
+    """Saves a graph, a :class:`~torch_geometric.data.Batch` or a list of graphs
+    so that :func:`load` reads it back with ``torch.load(weights_only=True)``:
+    no pickled classes, only tensors, strings, numbers, tuples, lists and dicts.
+    Written atomically (a reader never sees half a file).
+
+    A plain ``torch.save(graph, path)`` needs ``torch.load(path,
+    weights_only=False)``, which runs arbitrary code from the file: use it only
+    for files you made.
+    """
+    if isinstance(graphs, Batch):
+        kind, items = 'batch', graphs.to_data_list()
+    elif isinstance(graphs, Data):
+        kind, items = 'data', [graphs]
+    else:
+        kind, items = 'list', list(graphs)
+    for i, g in enumerate(items):
+        if not isinstance(g, Data) or isinstance(g, Batch):
+            raise TypeError(f'save: item {i} is a {type(g).__name__}, not a Data')
+    record = {'format': _FORMAT, 'version': 1, 'kind': kind, 'graphs': [g.to_dict() for g in items]}
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+
+
+def load(path: Union[str, os.PathLike], map_location=None) -> Union[Graph, List[Data]]:
+    """Reads what :func:`save` wrote (``torch.load(weights_only=True)``: safe on
+    files from others): a ``Data``, a ``Batch`` or a list, as it was saved.
+
+    Raises:
+        ValueError: the file was not written by :func:`save`.
+    """
+    record = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(record, dict) or record.get('format') != _FORMAT:
+        raise ValueError(f'{os.fspath(path)!r} was not written by nngraph.save; a graph saved with '
+                         f'torch.save needs torch.load(weights_only=False) (trusted files only)')
+    graphs = [Data.from_dict(d) for d in record['graphs']]
+    if record['kind'] == 'data':
+        return graphs[0]
+    if record['kind'] == 'batch':
+        return Batch.from_data_list(graphs)
+    return graphs
