@@ -318,14 +318,17 @@ def architecture(g: Graph) -> List[Tuple[int, ...]]:
     sizes = fields.get('layer_sizes')
     if sizes is None:
         return _sizes_from_layer(g)
+    counts = None
     if type(sizes) is tuple and not isinstance(g, Batch):     # the common case: one fresh graph
         per_graph = [sizes]
     elif len(sizes) and not isinstance(sizes[0], (tuple, list)):
         per_graph = [_as_sizes(sizes)]
+    elif len(sizes) and type(sizes[0]) is tuple and sizes.count(sizes[0]) == len(sizes):
+        # a batch of one architecture (read per batch, several times): one C-level scan
+        per_graph, counts = [sizes[0]] * len(sizes), {sizes[0]: len(sizes)}
     else:
-        # tuples pass through untouched: the batch path reads this per batch
         per_graph = [s if type(s) is tuple else _as_sizes(s) for s in sizes]
-    _check_counts(g, fields, per_graph)
+    _check_counts(g, fields, per_graph, counts)
     return per_graph
 
 
@@ -345,14 +348,15 @@ def _totals(sizes: Tuple[int, ...]) -> Tuple[int, int]:
     return node_off[-1], edge_off[-1]
 
 
-def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]]) -> None:
+def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]],
+                  counts: Optional[Dict[Tuple[int, ...], int]] = None) -> None:
     if isinstance(g, Batch) and len(per_graph) != g.num_graphs:
         raise ValueError(f'layer_sizes holds {len(per_graph)} entries for a batch of {g.num_graphs} graphs')
     if len(per_graph) == 1:
         counts = {per_graph[0]: 1}
         nodes, edges = _totals(per_graph[0])
     else:
-        counts = Counter(per_graph)
+        counts = counts or Counter(per_graph)
         nodes = edges = 0
         for s, k in counts.items():
             n, e = _totals(s)
@@ -396,6 +400,8 @@ def activations(g: Graph) -> List[Union[str, Tuple[str, ...]]]:
     if isinstance(g, Batch):
         if isinstance(act, str):
             return [act] * g.num_graphs
+        if act and isinstance(act[0], (str, tuple)) and act.count(act[0]) == len(act):
+            return [act[0]] * len(act)        # one activation: one C-level scan
         return [a if isinstance(a, str) else tuple(a) for a in act]
     return [act if isinstance(act, str) else tuple(act)]
 
