@@ -637,7 +637,7 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
     Args:
         g: one graph, or a :class:`~torch_geometric.data.Batch` of ``B`` graphs
-            of one architecture.
+            of one architecture (activations may differ between graphs).
         inputs: ``[..., d_0]`` for one graph; for a batch ``[n, d_0]`` (the same
             points for every network) or ``[B, n, d_0]``.
         all_layers: return every layer's output (after its activation), the
@@ -657,10 +657,10 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
             raise ValueError(f'inputs for a batch of {B} networks with {d_in} inputs must be '
                              f'[n, {d_in}] or [{B}, n, {d_in}], got {tuple(inputs.shape)}')
         acts_all = activations(g)
-        if any(a != acts_all[0] for a in acts_all):
-            raise ValueError(f'graphs in the batch have different activations: '
-                             f'{sorted(set(map(str, acts_all)))}')
-        acts = A.per_layer(acts_all[0], len(weights))
+        if acts_all.count(acts_all[0]) == len(acts_all):
+            acts = A.per_layer(acts_all[0], len(weights))
+        else:   # one architecture, several activations: one call per activation per layer
+            acts = _activation_groups(tuple(acts_all), len(weights), str(inputs.device))
 
         def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [B, n, d_l] -> [B, n, d_{l+1}]
             return torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
@@ -676,9 +676,31 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
     h, outputs = inputs, [inputs]
     for l, (w, b) in enumerate(zip(weights, biases)):
-        h = A.get(acts[l])(affine(h, w, b))
+        z = affine(h, w, b)
+        if isinstance(acts[l], str):
+            h = A.get(acts[l])(z)
+        else:                                     # [(activation, graph indices), ...]
+            h = torch.empty_like(z)
+            for name, idx in acts[l]:
+                h[idx] = A.get(name)(z[idx])
         outputs.append(h)
     return outputs if all_layers else h
+
+
+@functools.lru_cache(maxsize=64)
+def _activation_groups(acts_all: Tuple, num_layers: int, device: str) -> Tuple:
+    """Per layer: one activation string, or ``((name, graph indices), ...)``
+    when the graphs of a batch differ there."""
+    per_graph = [A.per_layer(a, num_layers) for a in acts_all]
+    out = []
+    for l in range(num_layers):
+        names = [p[l] for p in per_graph]
+        if names.count(names[0]) == len(names):
+            out.append(names[0])
+        else:
+            out.append(tuple((n, torch.tensor([i for i, m in enumerate(names) if m == n], device=device))
+                             for n in sorted(set(names))))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- #

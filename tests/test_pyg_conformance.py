@@ -251,7 +251,7 @@ def test_mixed_batches_transform_and_embed_as_their_graphs(nets):
     _assert_same(validate(operated), validate(batch), 'validate')
     # the embedding of each graph does not depend on what it was batched with or how it was copied
     alone = torch.cat([embed([g]) for g in graphs])
-    assert torch.allclose(embed(graphs), alone, atol=1e-5)
+    assert torch.allclose(embed(graphs), alone, rtol=1e-4, atol=1e-4)   # other summation order
     assert torch.allclose(embed([g.clone() for g in graphs]), embed(graphs))
     for name, t in _transforms(graphs[0]).items():
         if name in ('mixup', 'selfmix'):
