@@ -17,6 +17,7 @@ import copy
 import functools
 import math
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     'with_layers', 'is_uniform', 'stacked_layer_views', 'with_stacked_layers',
     'graph_layer_views', 'architecture', 'to_state_dict', 'to_module', 'forward',
     'to_networkx', 'draw', 'sequential_names', 'permute_hidden', 'rescale_hidden',
+    'activations', 'validate', 'save', 'load',
 ]
 
 
@@ -96,6 +98,8 @@ def from_weights(
     *,
     y: Optional[Tensor] = None,
     names: Optional[Sequence[str]] = None,
+    layer_bias: Optional[Sequence[bool]] = None,
+    convention: str = '',
     **extra,
 ) -> Data:
     r"""Builds the parameter graph of the MLP
@@ -108,7 +112,12 @@ def from_weights(
             is linear), or one string per layer (see :mod:`nngraph.activations`).
         y: optional label stored as ``data.y``.
         names: optional module path of each layer (``'encoder.fc1'``), used by
-            :func:`to_state_dict` to give back the original keys.
+            :func:`to_state_dict` to give back the original keys; default
+            :func:`sequential_names`.
+        layer_bias: whether each layer had a bias (:func:`to_state_dict`
+            leaves out the bias key where not); default all ``True``.
+        convention: the SIREN conventions the weights were fitted under
+            (:func:`nngraph.inr.parse_convention`); ``''`` for none.
         **extra: further graph-level attributes stored as they are.
 
     The weights are copied into the graph in their own dtype, so
@@ -161,19 +170,29 @@ def from_weights(
         _raise_nonfinite(weights, biases, names)
 
     act = _compact(activation if isinstance(activation, str) else tuple(activation), len(weights))
+    L = len(weights)
+    if names is None:
+        names = sequential_names(L)
+    elif len(names) != L:
+        raise ValueError(f'got {len(names)} layer names for {L} layers')
+    if layer_bias is None:
+        layer_bias = _all_true(L)
+    elif len(layer_bias) != L:
+        raise ValueError(f'got {len(layer_bias)} layer_bias flags for {L} layers')
+    if not isinstance(convention, str):
+        raise ValueError(f'convention must be a string, got {type(convention).__name__}')
     edge_index, layer = _structure_on(layer_sizes, device)
     # Data(**fields) routes every field through two __setattr__ layers and a cache
     # purge, half the cost of a build; a fresh Data has no cache, so filling its
-    # store's mapping directly gives the identical object.
+    # store's mapping directly gives the identical object. Every graph carries the
+    # same attribute set (DESIGN.md), so graphs of any constructor batch together.
     data = Data()
     data._store._mapping.update(x=x, edge_index=edge_index.clone(), edge_attr=edge_attr,
-                                layer=layer.clone(), layer_sizes=layer_sizes, activation=act)
+                                layer=layer.clone(), layer_sizes=layer_sizes, activation=act,
+                                layer_names=tuple(names), layer_bias=tuple(map(bool, layer_bias)),
+                                convention=convention)
     if y is not None:
         data.y = y
-    if names is not None:
-        if len(names) != len(weights):
-            raise ValueError(f'got {len(names)} layer names for {len(weights)} layers')
-        data.layer_names = tuple(names)
     for key, value in extra.items():
         data[key] = value
     return data
@@ -194,6 +213,11 @@ def _zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.zeros(n, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=64)
+def _all_true(n: int) -> Tuple[bool, ...]:
+    return (True,) * n
+
+
 @functools.lru_cache(maxsize=256)
 def _structure_on(layer_sizes: Tuple[int, ...], device: torch.device) -> Tuple[Tensor, Tensor]:
     edge_index, layer = _structure(layer_sizes)
@@ -210,11 +234,14 @@ def _compact(activation: Union[str, Tuple[str, ...]], num_layers: int) -> Union[
 # --------------------------------------------------------------------------- #
 
 def _sizes_of(g: Data) -> Tuple[int, ...]:
-    sizes = g.layer_sizes
-    if isinstance(g, Batch) or (isinstance(sizes, list) and sizes and isinstance(sizes[0], (tuple, list))):
+    if isinstance(g, Batch):
         raise TypeError('expected a single graph; use stacked_layer_views or graph_layer_views '
                         'for a Batch')
-    return tuple(sizes)
+    sizes = architecture(g)
+    if len(sizes) != 1:
+        raise TypeError(f'expected a single graph, got the layer sizes of {len(sizes)} graphs '
+                        f'(a collated Data?); use Batch.from_data_list and graph_layer_views')
+    return sizes[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -242,7 +269,15 @@ def layer_views(g: Data) -> Layers:
 def to_weights(g: Data) -> Layers:
     """Bit-exact inverse of :func:`from_weights`: ``(weights, biases)`` with
     ``weights[l]`` of shape ``[d_{l+1}, d_l]`` and ``biases[l]`` of shape
-    ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors."""
+    ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors.
+
+    Raises:
+        ValueError: ``g`` is not a parameter graph in canonical order (:func:`validate`).
+    """
+    if isinstance(g, Batch):
+        raise TypeError('to_weights takes a single graph; use graph_layer_views or '
+                        'batch.to_data_list() for a Batch')
+    validate(g)
     weights, biases = layer_views(g)
     return [w[..., 0].clone() for w in weights], [b[:, 0].clone() for b in biases]
 
@@ -265,11 +300,164 @@ def with_layers(g: Data, weights: Sequence[Tensor], biases: Sequence[Tensor]) ->
 # --------------------------------------------------------------------------- #
 
 def architecture(g: Graph) -> List[Tuple[int, ...]]:
-    """The layer sizes of every graph in ``g`` (one entry for a single graph)."""
-    sizes = g.layer_sizes
-    if isinstance(sizes, tuple) and sizes and isinstance(sizes[0], int):
-        return [sizes]
-    return [tuple(s) for s in sizes]
+    """The layer sizes of every graph in ``g`` (one entry for a single graph).
+
+    Read from ``layer_sizes`` in whatever container PyG left it (a tuple, a
+    list after ``clone`` / ``apply`` / ``to`` / ``torch.load`` / ``separate``,
+    a list of per-graph tuples or lists after batching), or, where a graph has
+    no ``layer_sizes``, counted from the ``layer`` tensor. Checked in O(1)
+    against the sizes of ``x``, ``layer``, ``edge_attr`` and ``edge_index``;
+    :func:`validate` checks the tensors' contents.
+
+    Raises:
+        ValueError: layer sizes that disagree with the graph's tensors.
+    """
+    # Read the store's mapping directly: this runs per sample and per batch, and
+    # Data.__getattr__ costs a microsecond per field.
+    fields = g._store._mapping
+    sizes = fields.get('layer_sizes')
+    if sizes is None:
+        return _sizes_from_layer(g)
+    counts = None
+    if type(sizes) is tuple and not isinstance(g, Batch):     # the common case: one fresh graph
+        per_graph = [sizes]
+    elif len(sizes) and not isinstance(sizes[0], (tuple, list)):
+        per_graph = [_as_sizes(sizes)]
+    elif len(sizes) and type(sizes[0]) is tuple and sizes.count(sizes[0]) == len(sizes):
+        # a batch of one architecture (read per batch, several times): one C-level scan
+        per_graph, counts = [sizes[0]] * len(sizes), {sizes[0]: len(sizes)}
+    else:
+        per_graph = [s if type(s) is tuple else _as_sizes(s) for s in sizes]
+    _check_counts(g, fields, per_graph, counts)
+    return per_graph
+
+
+def _as_sizes(sizes) -> Tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in sizes)
+    except (TypeError, ValueError):
+        raise ValueError(f'layer_sizes must be a sequence of ints per graph, got {sizes!r}') from None
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _totals(sizes: Tuple[int, ...]) -> Tuple[int, int]:
+    """``(nodes, edges)`` of one architecture; refuses impossible sizes."""
+    _check_sizes(sizes)
+    node_off, edge_off = layer_offsets(sizes)
+    return node_off[-1], edge_off[-1]
+
+
+def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]],
+                  counts: Optional[Dict[Tuple[int, ...], int]] = None) -> None:
+    if isinstance(g, Batch) and len(per_graph) != g.num_graphs:
+        raise ValueError(f'layer_sizes holds {len(per_graph)} entries for a batch of {g.num_graphs} graphs')
+    if len(per_graph) == 1:
+        counts = {per_graph[0]: 1}
+        nodes, edges = _totals(per_graph[0])
+    else:
+        counts = counts or Counter(per_graph)
+        nodes = edges = 0
+        for s, k in counts.items():
+            n, e = _totals(s)
+            nodes, edges = nodes + k * n, edges + k * e
+    x, ea, layer, ei = (fields.get(k) for k in ('x', 'edge_attr', 'layer', 'edge_index'))
+    if (x is None or x.size(0) == nodes) and (layer is None or layer.size(0) == nodes) \
+            and (ea is None or ea.size(0) == edges) and (ei is None or ei.size(1) == edges):
+        return
+    got = {'x': None if x is None else x.size(0), 'layer': None if layer is None else layer.numel(),
+           'edge_attr': None if ea is None else ea.size(0), 'edge_index': None if ei is None else ei.size(1)}
+    want = {'x': nodes, 'layer': nodes, 'edge_attr': edges, 'edge_index': edges}
+    bad = [k for k in got if got[k] is not None and got[k] != want[k]]
+    if bad:
+        arch = per_graph[0] if len(counts) == 1 else sorted(counts)
+        many = f' for {len(per_graph)} graphs' if len(per_graph) > 1 else ''
+        raise ValueError(f'layer_sizes {arch}{many} describe {nodes} nodes and {edges} edges, but '
+                         + ', '.join(f'{k} has {got[k]}' for k in bad))
+
+
+def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
+    """Layer widths counted from ``layer`` (per graph via ``batch``): one sync."""
+    layer = getattr(g, 'layer', None)
+    if layer is None or layer.numel() == 0:
+        raise ValueError('not a parameter graph: it has neither layer_sizes nor a layer tensor')
+    depth = int(layer.max()) + 1
+    if isinstance(g, Batch):
+        B = g.num_graphs
+        counts = torch.bincount(g.batch * depth + layer, minlength=B * depth).view(B, depth)
+    else:
+        counts = torch.bincount(layer, minlength=depth).view(1, depth)
+    per_graph = [tuple(d for d in row if d) for row in counts.tolist()]
+    _check_counts(g, g._store._mapping, per_graph)
+    return per_graph
+
+
+def activations(g: Graph) -> List[Union[str, Tuple[str, ...]]]:
+    """The ``activation`` of every graph in ``g`` (one entry for a single
+    graph), each a string or a tuple of per-layer strings, whatever container
+    PyG left it in: compare these, not ``g.activation``."""
+    act = g.activation
+    if isinstance(g, Batch):
+        if isinstance(act, str):
+            return [act] * g.num_graphs
+        if act and isinstance(act[0], (str, tuple)) and act.count(act[0]) == len(act):
+            return [act[0]] * len(act)        # one activation: one C-level scan
+        return [a if isinstance(a, str) else tuple(a) for a in act]
+    return [act if isinstance(act, str) else tuple(act)]
+
+
+def validate(g: Graph) -> List[Tuple[int, ...]]:
+    """Checks that a graph or batch is a parameter graph in canonical order:
+    ``layer_sizes`` agrees with the ``layer`` tensor and ``edge_index`` holds
+    exactly the canonical edges of those sizes. Returns :func:`architecture`.
+
+    O(N + E): called where a graph enters from outside (:func:`to_weights`,
+    :func:`forward` of one graph, :func:`to_networkx`, weight matching, MixUp's
+    partner pool), not per sample on the augmentation path, which checks
+    only tensor sizes (:func:`architecture`).
+
+    Raises:
+        ValueError: naming the first mismatch (which graph, which layer or edge).
+    """
+    per_graph = architecture(g)
+    device = g.edge_index.device
+    node_ptr = [0]
+    for s in per_graph:
+        node_ptr.append(node_ptr[-1] + _totals(s)[0])
+    if getattr(g, 'layer', None) is not None:
+        if len(set(per_graph)) == 1:
+            expect_layer = _structure_on(per_graph[0], device)[1].repeat(len(per_graph))
+        else:
+            expect_layer = torch.cat([_structure_on(s, device)[1] for s in per_graph])
+        if not torch.equal(g.layer, expect_layer):
+            i = _first_graph_differing(g.layer != expect_layer, node_ptr)
+            got = torch.bincount(g.layer[node_ptr[i]:node_ptr[i + 1]]).tolist()
+            raise ValueError(f'graph {i}: layer_sizes say {per_graph[i]} but the layer tensor '
+                             f'holds {tuple(got)} (neurons per layer, in canonical order)')
+    if len(per_graph) == 1:
+        expect_ei = _structure_on(per_graph[0], device)[0]
+    elif len(set(per_graph)) == 1:     # one architecture: one broadcast, no per-graph list
+        offsets = torch.tensor(node_ptr[:-1], device=device)     # one architecture: one broadcast, no per-graph list
+        canon = _structure_on(per_graph[0], device)[0]                          # [2, E]
+        expect_ei = (canon.unsqueeze(1) + offsets.view(1, -1, 1)).reshape(2, -1)
+    else:
+        offsets = torch.tensor(node_ptr[:-1], device=device)
+        edge_counts = torch.tensor([_totals(s)[1] for s in per_graph], device=device)
+        expect_ei = torch.cat([_structure_on(s, device)[0] for s in per_graph], dim=1)
+        expect_ei = expect_ei + offsets.repeat_interleave(edge_counts)
+    if not torch.equal(g.edge_index, expect_ei):
+        e = int((g.edge_index != expect_ei).any(0).nonzero()[0])
+        u, v = g.edge_index[:, e].tolist()
+        eu, ev = expect_ei[:, e].tolist()
+        raise ValueError(f'edge_index disagrees with layer_sizes {sorted(set(per_graph))}: edge {e} '
+                         f'is {u} -> {v}, the canonical order has {eu} -> {ev} (edges must be '
+                         f'the dense layers, layer by layer, row-major over W_l)')
+    return per_graph
+
+
+def _first_graph_differing(mask: Tensor, ptr: List[int]) -> int:
+    first = int(mask.nonzero()[0])
+    return next(i for i in range(len(ptr) - 1) if ptr[i] <= first < ptr[i + 1])
 
 
 def is_uniform(g: Graph) -> bool:
@@ -403,6 +591,7 @@ def rescale_hidden(weights: Sequence[Tensor], biases: Sequence[Tensor],
 # Back to networks
 # --------------------------------------------------------------------------- #
 
+@functools.lru_cache(maxsize=64)
 def sequential_names(num_layers: int) -> Tuple[str, ...]:
     """Layer names of the ``nn.Sequential`` that :func:`to_module` builds."""
     return tuple(str(2 * l) for l in range(num_layers))
@@ -448,7 +637,7 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
     Args:
         g: one graph, or a :class:`~torch_geometric.data.Batch` of ``B`` graphs
-            of one architecture.
+            of one architecture (activations may differ between graphs).
         inputs: ``[..., d_0]`` for one graph; for a batch ``[n, d_0]`` (the same
             points for every network) or ``[B, n, d_0]``.
         all_layers: return every layer's output (after its activation), the
@@ -467,10 +656,11 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
         if inputs.dim() != 3 or inputs.shape[0] != B or inputs.shape[-1] != d_in:
             raise ValueError(f'inputs for a batch of {B} networks with {d_in} inputs must be '
                              f'[n, {d_in}] or [{B}, n, {d_in}], got {tuple(inputs.shape)}')
-        if any(a != g.activation[0] for a in g.activation):
-            raise ValueError(f'graphs in the batch have different activations: '
-                             f'{sorted(set(map(str, g.activation)))}')
-        acts = A.per_layer(g.activation[0], len(weights))
+        acts_all = activations(g)
+        if acts_all.count(acts_all[0]) == len(acts_all):
+            acts = A.per_layer(acts_all[0], len(weights))
+        else:   # one architecture, several activations: one call per activation per layer
+            acts = _activation_groups(tuple(acts_all), len(weights), str(inputs.device))
 
         def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [B, n, d_l] -> [B, n, d_{l+1}]
             return torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
@@ -486,9 +676,31 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
     h, outputs = inputs, [inputs]
     for l, (w, b) in enumerate(zip(weights, biases)):
-        h = A.get(acts[l])(affine(h, w, b))
+        z = affine(h, w, b)
+        if isinstance(acts[l], str):
+            h = A.get(acts[l])(z)
+        else:                                     # [(activation, graph indices), ...]
+            h = torch.empty_like(z)
+            for name, idx in acts[l]:
+                h[idx] = A.get(name)(z[idx])
         outputs.append(h)
     return outputs if all_layers else h
+
+
+@functools.lru_cache(maxsize=64)
+def _activation_groups(acts_all: Tuple, num_layers: int, device: str) -> Tuple:
+    """Per layer: one activation string, or ``((name, graph indices), ...)``
+    when the graphs of a batch differ there."""
+    per_graph = [A.per_layer(a, num_layers) for a in acts_all]
+    out = []
+    for l in range(num_layers):
+        names = [p[l] for p in per_graph]
+        if names.count(names[0]) == len(names):
+            out.append(names[0])
+        else:
+            out.append(tuple((n, torch.tensor([i for i, m in enumerate(names) if m == n], device=device))
+                             for n in sorted(set(names))))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- #
@@ -497,8 +709,13 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
 
 def to_networkx(g: Data):
     """A ``networkx.DiGraph`` with node attributes ``layer`` and ``bias`` and
-    edge attribute ``weight`` (channel 0), for inspection and drawing."""
+    edge attribute ``weight`` (channel 0), for inspection and drawing.
+
+    Raises:
+        ValueError: ``g`` is not a parameter graph in canonical order (:func:`validate`).
+    """
     from torch_geometric.utils import to_networkx as pyg_to_networkx
+    validate(g)
     view = Data(edge_index=g.edge_index, num_nodes=g.num_nodes,
                 layer=g.layer, bias=g.x[:, 0], weight=g.edge_attr[:, 0])
     return pyg_to_networkx(view, node_attrs=['layer', 'bias'], edge_attrs=['weight'])
@@ -524,7 +741,8 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
     b = g.x[:, 0].detach().float().cpu()
     wmax = max(float(w.abs().max()), 1e-12)
     bmax = max(float(b.abs().max()), 1e-12)
-    fig, ax = plt.subplots(figsize=(2.2 * len(g.layer_sizes) + 2, 6))
+    sizes = _sizes_of(g)
+    fig, ax = plt.subplots(figsize=(2.2 * len(sizes) + 2, 6))
     nx.draw_networkx_edges(
         nxg, pos, ax=ax, edge_color=w.tolist(), edge_cmap=plt.cm.coolwarm, edge_vmin=-wmax,
         edge_vmax=wmax, width=0.8, arrows=False, alpha=0.8)
@@ -534,10 +752,61 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
     fig.colorbar(plt.cm.ScalarMappable(cmap=plt.cm.coolwarm, norm=plt.Normalize(-wmax, wmax)),
                  ax=ax, label='weight', fraction=0.04)
     fig.colorbar(nodes, ax=ax, label='bias', fraction=0.04)
-    act = g.activation if isinstance(g.activation, str) else ', '.join(g.activation)
-    ax.set_title(f'layers {"-".join(map(str, g.layer_sizes))}, activation {act}')
+    act = activations(g)[0]
+    act = act if isinstance(act, str) else ', '.join(act)
+    ax.set_title(f'layers {"-".join(map(str, sizes))}, activation {act}')
     ax.axis('off')
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format='png')
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- #
+# Saving
+# --------------------------------------------------------------------------- #
+
+_FORMAT = 'nngraph.graphs'
+
+
+def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) -> None:
+    """Saves a graph, a :class:`~torch_geometric.data.Batch` or a list of graphs
+    so that :func:`load` reads it back with ``torch.load(weights_only=True)``:
+    no pickled classes, only tensors, strings, numbers, tuples, lists and dicts.
+    Written atomically (a reader never sees half a file).
+
+    A plain ``torch.save(graph, path)`` needs ``torch.load(path,
+    weights_only=False)``, which runs arbitrary code from the file: use it only
+    for files you made.
+    """
+    if isinstance(graphs, Batch):
+        kind, items = 'batch', graphs.to_data_list()
+    elif isinstance(graphs, Data):
+        kind, items = 'data', [graphs]
+    else:
+        kind, items = 'list', list(graphs)
+    for i, g in enumerate(items):
+        if not isinstance(g, Data) or isinstance(g, Batch):
+            raise TypeError(f'save: item {i} is a {type(g).__name__}, not a Data')
+    record = {'format': _FORMAT, 'version': 1, 'kind': kind, 'graphs': [g.to_dict() for g in items]}
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+
+
+def load(path: Union[str, os.PathLike], map_location=None) -> Union[Graph, List[Data]]:
+    """Reads what :func:`save` wrote (``torch.load(weights_only=True)``: safe on
+    files from others): a ``Data``, a ``Batch`` or a list, as it was saved.
+
+    Raises:
+        ValueError: the file was not written by :func:`save`.
+    """
+    record = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(record, dict) or record.get('format') != _FORMAT:
+        raise ValueError(f'{os.fspath(path)!r} was not written by nngraph.save; a graph saved with '
+                         f'torch.save needs torch.load(weights_only=False) (trusted files only)')
+    graphs = [Data.from_dict(d) for d in record['graphs']]
+    if record['kind'] == 'data':
+        return graphs[0]
+    if record['kind'] == 'batch':
+        return Batch.from_data_list(graphs)
+    return graphs

@@ -62,7 +62,8 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from nngraph import activations as A
-from nngraph.graph import architecture, layer_offsets, permute_hidden, rescale_hidden
+from nngraph.graph import (activations, architecture, layer_offsets, permute_hidden, rescale_hidden,
+                           validate)
 
 __all__ = ['Matching', 'match', 'align', 'distance', 'match_layers', 'apply_matching',
            'match_arrays', 'array_views', 'flat_index', 'permute_flat']
@@ -428,7 +429,7 @@ def _check_pair(reference: Graph, other: Graph, signs: bool, caller: str) -> Non
                             f'got {type(g).__name__}')
     if isinstance(reference, Batch) and not isinstance(other, Batch):
         raise TypeError(f'{caller}: a Batch reference needs a Batch other')
-    arch_a, arch_b = architecture(reference), architecture(other)
+    arch_a, arch_b = validate(reference), validate(other)
     if len(set(arch_b)) > 1 or len(set(arch_a)) > 1:
         raise ValueError(f'{caller}: a batch must hold one architecture, got '
                          f'{sorted(set(arch_a) | set(arch_b))}')
@@ -443,13 +444,8 @@ def _check_pair(reference: Graph, other: Graph, signs: bool, caller: str) -> Non
         if ca != cb:
             raise ValueError(f'{caller}: reference has {ca} {attr} channel(s), other has {cb}')
     if signs:
-        acts = other.activation
-        for act in ({acts} if isinstance(acts, (str, tuple)) else set(map(_hashable, acts))):
+        for act in set(activations(other)):
             A.require(act, len(arch_b[0]) - 1, 'odd', f'{caller}(signs=True)')
-
-
-def _hashable(a):
-    return tuple(a) if isinstance(a, list) else a
 
 
 def _flat(g: Graph) -> Tuple[Tensor, Tensor]:
@@ -532,6 +528,10 @@ def distance(a: Graph, b: Graph) -> Tensor:
     r"""Euclidean distance :math:`\lVert\theta_a - \theta_b\rVert_2` between
     the parameters (all weights and biases) of two graphs of one architecture:
     a scalar for two graphs, ``[B]`` for two uniform batches of ``B``."""
+    arch_a, arch_b = architecture(a), architecture(b)
+    if arch_a != arch_b:
+        raise ValueError(f'distance needs graphs of one architecture, got layer sizes '
+                         f'{sorted(set(arch_a))} and {sorted(set(arch_b))}')
     if a.edge_attr.shape != b.edge_attr.shape or a.x.shape != b.x.shape:
         raise ValueError(f'distance needs graphs of one architecture: edge_attr {tuple(a.edge_attr.shape)} '
                          f'vs {tuple(b.edge_attr.shape)}, x {tuple(a.x.shape)} vs {tuple(b.x.shape)}')

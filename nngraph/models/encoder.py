@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from nngraph.graph import architecture, forward, layer_offsets
+from nngraph.graph import architecture, forward, layer_offsets, validate
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']
 
@@ -298,7 +298,7 @@ class GNNEncoder(nn.Module):
     def check(self, batch: Union[Data, Batch]) -> List[Tuple[int, ...]]:
         """Raises ``ValueError`` if some graph does not fit the encoder; returns
         the layer sizes of every graph."""
-        sizes = architecture(batch)
+        sizes = validate(batch)   # edge_index is read here: refuse hand-edited edges
         if batch.x.dim() != 2 or batch.x.size(-1) != self.node_channels:
             raise ValueError(f'encoder built for node features with {self.node_channels} channel(s), '
                              f'got x of shape {tuple(batch.x.shape)}')

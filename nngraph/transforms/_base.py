@@ -28,8 +28,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import (architecture, graph_layer_views, layer_views, stacked_layer_views,
-                           with_layers, with_stacked_layers)
+from nngraph.graph import (activations, architecture, graph_layer_views, layer_views,
+                           stacked_layer_views, with_layers, with_stacked_layers)
 
 Graph = Union[Data, Batch]
 Params = Any            # a tensor, None, or a list / tuple of them (nested)
@@ -175,19 +175,23 @@ class WeightSpaceTransform(BaseTransform):
 
     # -- internals ------------------------------------------------------- #
     def _signature(self, data: Graph) -> Tuple[Tuple[int, ...], Tuple[str, ...], Tuple[int, ...]]:
+        if getattr(data, 'edge_attr', None) is None or getattr(data, 'activation', None) is None:
+            raise ValueError(f'{self.__class__.__name__} needs a parameter graph (with edge_attr, '
+                             f'activation and layer_sizes or layer), got {data}')
         if isinstance(data, Batch):
             if not _stackable(data):
                 raise ValueError(f'{self.__class__.__name__}.sample/apply need one graph or a batch '
                                  f'of one architecture and activation, got architectures '
                                  f'{sorted(set(architecture(data)))} and activations '
-                                 f'{sorted(set(map(str, data.activation)))}; call the transform '
+                                 f'{sorted(set(map(str, activations(data))))}; call the transform '
                                  f'itself for the per-graph fallback')
             sizes = architecture(data)[0]
-            return sizes, A.per_layer(data.activation[0], len(sizes) - 1), (data.num_graphs,)
-        if not hasattr(data, 'layer_sizes') or data.edge_attr is None:
-            raise ValueError(f'{self.__class__.__name__} needs a parameter graph (with layer_sizes '
-                             f'and edge_attr), got {data}')
-        sizes = tuple(data.layer_sizes)
+            return sizes, A.per_layer(activations(data)[0], len(sizes) - 1), (data.num_graphs,)
+        sizes = architecture(data)
+        if len(sizes) != 1:
+            raise ValueError(f'{self.__class__.__name__} got a Data holding the layer sizes of '
+                             f'{len(sizes)} graphs; pass a Batch (Batch.from_data_list)')
+        sizes = sizes[0]
         return sizes, A.per_layer(data.activation, len(sizes) - 1), ()
 
     def _apply(self, data: Graph, params: Params, acts: Tuple[str, ...],
@@ -204,9 +208,10 @@ class WeightSpaceTransform(BaseTransform):
         c_edge, c_node = batch.edge_attr.size(-1), batch.x.size(-1)
         node_ptr = batch.ptr.tolist()
         edge_parts, x_parts = [], []
+        acts_all = activations(batch)
         for i, (sizes, (weights, biases)) in enumerate(zip(architecture(batch),
                                                            graph_layer_views(batch))):
-            acts = A.per_layer(batch.activation[i], len(sizes) - 1)
+            acts = A.per_layer(acts_all[i], len(sizes) - 1)
             self._check(acts, sizes)
             params = self._draw(sizes, acts, (), batch.edge_attr)
             weights, biases = self._transform(list(weights), list(biases), params, acts)
@@ -220,5 +225,5 @@ class WeightSpaceTransform(BaseTransform):
 
 
 def _stackable(batch: Batch) -> bool:
-    sizes, acts = architecture(batch), batch.activation
+    sizes, acts = architecture(batch), activations(batch)
     return all(s == sizes[0] for s in sizes) and all(a == acts[0] for a in acts)

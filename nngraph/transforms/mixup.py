@@ -13,7 +13,7 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import layer_offsets
+from nngraph.graph import activations, architecture, layer_offsets, validate
 from nngraph.matching import array_views, match_arrays, permute_flat
 
 __all__ = ['WeightMixUp', 'sample_lam', 'soft_label', 'random_flat_index', 'aligned_flat',
@@ -85,10 +85,8 @@ def _eye(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
 def _arch_key(g: Data) -> tuple:
     """What a partner must share with the sample: layer sizes, activation,
     feature channels and dtype."""
-    act = g.activation
     ea, x = g.edge_attr, g.x
-    return _key(tuple(g.layer_sizes), tuple(act) if isinstance(act, list) else act,
-                ea.size(-1), x.size(-1), ea.dtype)
+    return _key(architecture(g)[0], activations(g)[0], ea.size(-1), x.size(-1), ea.dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,9 +118,13 @@ class _PartnerBank:
         if not graphs:
             raise ValueError(f'{caller}: source holds no graphs')
         for i, g in enumerate(graphs):
-            if not isinstance(g, Data) or isinstance(g, Batch) or getattr(g, 'layer_sizes', None) is None:
+            if not isinstance(g, Data) or isinstance(g, Batch) or getattr(g, 'layer', None) is None:
                 raise TypeError(f'{caller}: source item {i} is not a parameter graph '
-                                f'(a Data with layer_sizes), got {type(g).__name__}')
+                                f'(a Data with layer and layer_sizes), got {type(g).__name__}')
+            try:
+                validate(g)
+            except ValueError as e:
+                raise ValueError(f'{caller}: source item {i}: {e}') from None
         labels = [getattr(g, 'y', None) for g in graphs]
         if num_classes is None and all(y is not None for y in labels):
             widths = [int(y.shape[-1]) if y.is_floating_point() else int(y.max()) + 1 for y in labels]
@@ -218,10 +220,7 @@ def mix_flat(lam: Tensor, ea_a: Tensor, x_a: Tensor, ea_b: Tensor, x_b: Tensor,
 def batch_architecture(batch: Batch, caller: str) -> Tuple[Tuple[int, ...], object]:
     """``(layer_sizes, activation)`` shared by every graph of ``batch``, or a
     ``ValueError`` naming ``caller``."""
-    sizes = batch.layer_sizes
-    sizes = [tuple(sizes)] if sizes and isinstance(sizes[0], int) else [tuple(s) for s in sizes]
-    acts = batch.activation
-    acts = [acts] if isinstance(acts, str) else [tuple(a) if isinstance(a, list) else a for a in acts]
+    sizes, acts = architecture(batch), activations(batch)
     if any(s != sizes[0] for s in sizes) or any(a != acts[0] for a in acts):
         raise ValueError(f'{caller}: the batch path needs one architecture, got layer sizes '
                          f'{sorted(set(sizes))} and activations {sorted(set(map(str, acts)))}')
@@ -346,9 +345,8 @@ class WeightMixUp(BaseTransform):
     def forward(self, data: Data) -> Data:
         if isinstance(data, Batch):
             sizes, act = batch_architecture(data, 'WeightMixUp')
-            return self._mix(data, _arch_key(Data(layer_sizes=sizes, activation=act,
-                                                  edge_attr=data.edge_attr[:1], x=data.x[:1])),
-                             data.num_graphs)
+            ea, x = data.edge_attr, data.x
+            return self._mix(data, _key(sizes, act, ea.size(-1), x.size(-1), ea.dtype), data.num_graphs)
         return self._mix(data, _arch_key(data), 1)
 
     def __repr__(self) -> str:

@@ -99,3 +99,20 @@ def test_objects_per_class_keeps_the_first_objects_of_every_class(small_build, k
     assert torch.equal(one.object_id, ds.object_id[ds.view_id == 0])
     with pytest.raises(ValueError, match='objects_per_class must be at least 1, got 0'):
         INRGraphDataset(small_build, 'train', objects_per_class=0)
+
+
+def test_items_batch_with_graphs_of_the_other_constructors(small_build):
+    """Every graph carries the same attribute set (DESIGN.md), so dataset items
+    batch with graphs made by from_weights, in either order (issue 10)."""
+    from nngraph import to_weights
+    ds = INRGraphDataset(small_build, 'train')
+    d = ds[0]
+    W, b = to_weights(d)
+    made = from_weights(W, b, d.activation, y=d.y, object_id=d.object_id, view_id=d.view_id)
+    assert set(made.keys()) == set(d.keys())
+    for graphs in ([d, made, ds[1]], [made, ds[1], d]):
+        batch = Batch.from_data_list(graphs)
+        assert batch.convention == [g.convention for g in graphs]
+        for i, g in enumerate(graphs):
+            for got, want in zip(to_weights(batch.get_example(i)), to_weights(g)):
+                assert all(torch.equal(u, v) for u, v in zip(got, want))
