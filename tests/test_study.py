@@ -150,6 +150,18 @@ def test_report_is_generated_from_the_run_folders(tmp_path):
     assert '| no augmentation | 90.0 | 60.0 | 30.0 | 10 |' in open(md_path).read()
 
 
+def test_published_figures_stand_beside_their_rows(tmp_path):
+    study = small_study(tmp_path)
+    study['rows'][1]['published'] = '22.76 ± 0.13 (DWSNets)'
+    fill(study)
+    md = open(S.write_report(study)[0]).read()
+    assert any(line.startswith('| row |') and line.endswith('| published test |') for line in md.splitlines())
+    perm = next(line for line in md.splitlines() if line.startswith('| perm |'))
+    assert perm.endswith('| 22.76 ± 0.13 (DWSNets) |')
+    none = next(line for line in md.splitlines() if line.startswith('| no augmentation |'))
+    assert none.endswith('|  |')             # rows without a published figure: an empty cell
+
+
 def test_report_of_a_contrastive_row_shows_the_untrained_encoder(tmp_path):
     study = small_study(tmp_path, rows=[{'name': 'ssl', 'label': 'contrastive'}], curves=[])
     for model, row, seed in S.cells(study):
