@@ -152,19 +152,21 @@ def test_finished_run_is_refused_unless_overwrite(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     full = T.run(toy_config(tmp_path / 'a', **{'optim.epochs': 4}), progress=False)
 
-    # Kill the second run right after its second checkpoint is written.
-    real_save, calls = T.save_checkpoint, []
+    # Kill the second run right after its second checkpoint is written (the
+    # supervised loop's own reference to save_checkpoint is the one to patch).
+    from nngraph.training import loops
+    real_save, calls = loops.save_checkpoint, []
 
     def save_then_die(path, **state):
         real_save(path, **state)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-    monkeypatch.setattr(T, 'save_checkpoint', save_then_die)
+    monkeypatch.setattr(loops, 'save_checkpoint', save_then_die)
     cfg = toy_config(tmp_path / 'b', **{'optim.epochs': 4})
     with pytest.raises(KeyboardInterrupt):
         T.run(cfg, progress=False)
-    monkeypatch.setattr(T, 'save_checkpoint', real_save)
+    monkeypatch.setattr(loops, 'save_checkpoint', real_save)
     with pytest.raises(T.RunExistsError, match='partial run'):
         T.run(cfg, progress=False)
     resumed = T.run(cfg, resume=True, progress=False)
@@ -193,7 +195,7 @@ def test_contrastive_then_probe(tmp_path):
 
 def test_samples_per_epoch_fixes_the_epoch_size(tmp_path):
     train = T.ListDataset(T.toy_dataset(20, 'train'))
-    loader, sampler = T._train_loader(train, 8, 0, T.Distributed('cpu'), 0, samples_per_epoch=48)
+    loader, sampler = T.train_loader(train, 8, 0, T.Distributed('cpu'), 0, samples_per_epoch=48)
     assert sampler is None and len(loader) == 6
     seen = torch.cat([b.object_id for b in loader])
     assert seen.numel() == 48
