@@ -9,6 +9,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from nngraph.training.data import SOURCES
+from nngraph.training.models import MODELS
+
 __all__ = ['MODES', 'DEFAULTS', 'merge_config', 'apply_overrides', 'load_config', 'validate']
 
 
@@ -23,8 +26,8 @@ DEFAULTS: Dict[str, Any] = {
     'mode': 'supervised',       # supervised | contrastive | probe | contrastive+probe
     'device': 'auto',           # auto | cpu | cuda
     'data': {
-        'source': 'digits',     # digits (built if absent) | inr (a built INRGraphDataset folder) | toy
-        'root': 'data/digits',
+        'source': 'digits',     # digits (built if absent) | fashion-mnist (an existing build) | inr | toy
+        'root': 'data/digits',  # a build of the source, or any INRGraphDataset folder (source inr); ~ expanded
         'format': 'auto',       # source inr: auto | nngraph | dwsnets | neural-graphs | nfn
         'build_views': 1,       # views fitted per training object when building
         'views': 1,             # views per training object used for training
@@ -37,7 +40,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     'transforms': [],           # list of names or {Name: {arg: value}}; see nngraph.transforms
     'model': {
-        'name': 'gnn',          # gnn | flat
+        'name': 'gnn',          # gnn | flat | statnn | aligned_mlp
         'hidden': 64,
         'edge_hidden': 32,
         'layers': 3,
@@ -47,8 +50,9 @@ DEFAULTS: Dict[str, Any] = {
         'fourier_features': 0,
         'fourier_scale': 10.0,
         'probe_points': 0,      # neuron activations at P fixed inputs as node features
-        'flat_hidden': 256,     # flat baseline only
+        'flat_hidden': 256,     # MLP of the baselines (flat, statnn, aligned_mlp)
         'flat_layers': 2,
+        'align_signs': False,   # aligned_mlp: also match signs (odd activations: sine, tanh)
     },
     'optim': {
         'epochs': 10,
@@ -136,10 +140,15 @@ def validate(config: Dict[str, Any]) -> None:
     """Raises ``ValueError`` for a config that cannot run (bad mode, source, device, sizes)."""
     if config['mode'] not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config['mode']!r}")
-    if config['model']['name'] not in ('gnn', 'flat'):
-        raise ValueError(f"model.name must be 'gnn' or 'flat', got {config['model']['name']!r}")
-    if config['data']['source'] not in ('digits', 'inr', 'toy'):
-        raise ValueError(f"data.source must be 'digits', 'inr' or 'toy', got {config['data']['source']!r}")
+    m = config['model']
+    if m['name'] not in MODELS:
+        raise ValueError(f"model.name must be one of {MODELS}, got {m['name']!r}")
+    if not isinstance(m['align_signs'], bool):
+        raise ValueError(f"model.align_signs must be true or false, got {m['align_signs']!r}")
+    if m['align_signs'] and m['name'] != 'aligned_mlp':
+        raise ValueError(f"model.align_signs is an option of model.name 'aligned_mlp', not {m['name']!r}")
+    if config['data']['source'] not in SOURCES:
+        raise ValueError(f"data.source must be one of {SOURCES}, got {config['data']['source']!r}")
     if config['data']['source'] == 'toy' and config['data']['objects_per_class'] is not None:
         raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'toy' "
                          'has none (use data.limit)')

@@ -3,6 +3,7 @@ three splits (built-in digits, a built INR folder, or the toy set), and the
 training loader."""
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -12,10 +13,23 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform, Compose
 
+from nngraph.data.sources import SOURCES as DATA_SOURCES
 from nngraph.training.distributed import Distributed
 
-__all__ = ['OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset', 'build_datasets', 'prepare_data',
-           'train_loader']
+__all__ = ['SOURCES', 'BUILT_SOURCES', 'AUTO_BUILD', 'OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset',
+           'build_datasets', 'prepare_data', 'train_loader']
+
+#: Built-in sources of ``python -m nngraph.data build NAME``, read from the
+#: build at ``data.root``.
+BUILT_SOURCES = tuple(DATA_SOURCES)
+#: The built-in sources a run fits itself when ``data.root`` holds no build:
+#: digits takes about 40 s on 2 cores. MNIST's and Fashion-MNIST's 70,000
+#: INRs are a job of their own (sharded, on a GPU), so a run only reads an
+#: existing build of them and names the command that makes one.
+AUTO_BUILD = ('digits',)
+#: Every value of ``data.source``: a built-in source, ``inr`` (any dataset
+#: folder INRGraphDataset reads, e.g. a published one) or the toy set.
+SOURCES = BUILT_SOURCES + ('inr', 'toy')
 
 
 class OneHotLabel(BaseTransform):
@@ -118,10 +132,12 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
         mk = lambda split, m, t=None: ListDataset(toy_dataset(m, split, config['seed']), t)
         return mk('train', n, transform), mk('val', n // 2), mk('test', n // 2), mk('train', n)
     from nngraph import data as D
-    if d['source'] == 'digits' and build:
-        D.build_inr_dataset(source='digits', views=int(d['build_views']), out=d['root'],
+    root = os.path.expanduser(d['root'])
+    if d['source'] in AUTO_BUILD and build:
+        D.build_inr_dataset(source=d['source'], views=int(d['build_views']), out=root,
                             seed=int(config['seed']), limit=d['limit'])
-    root = d['root']
+    if d['source'] in BUILT_SOURCES:
+        _check_build(root, d['source'])
     if not os.path.isdir(root):
         raise ValueError(f"data.root {root!r} does not exist (data.source {d['source']!r})")
     fmt = d['format'] if d['source'] == 'inr' else 'auto'
@@ -129,6 +145,19 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     views, k = d['views'], d['objects_per_class']
     return (split('train', views=views, objects_per_class=k, transform=transform), split('val'), split('test'),
             split('train', views=views, objects_per_class=k))
+
+
+def _check_build(root: str, source: str) -> None:
+    # A missing build of a source a run does not fit itself is the user's next
+    # step, not a crash deep in the dataset reader: name the command.
+    manifest = os.path.join(root, 'manifest.json')
+    if not os.path.exists(manifest):
+        raise ValueError(f'data.root {root!r} holds no {source} build (no manifest.json); build it first: '
+                         f'python -m nngraph.data build {source} --out {root}')
+    with open(manifest) as f:
+        built = json.load(f).get('settings', {}).get('source')
+    if built is not None and built != source:
+        raise ValueError(f'data.root {root!r} holds a build of {built!r}, but data.source is {source!r}')
 
 
 def prepare_data(config, dist_, with_transforms: bool, soft_labels: bool):
