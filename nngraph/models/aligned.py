@@ -33,9 +33,12 @@ class AlignedMLPEncoder(FlatMLPEncoder):
     first training graph in ``train.py``), kept in buffers so that it is saved
     with the model. Alignment runs on the CPU (:func:`scipy.optimize.linear_sum_assignment`,
     one assignment per network and hidden layer, everything else batched),
-    in every forward: it is exact under any augmentation of the batch.
-    On digits-INR (2-32-32-1) it aligns about 3,500 graphs/s (2,700 with
-    signs) on one thread, less than collating a PyG batch costs.
+    in every forward: it is exact under any augmentation of the batch, and
+    needs no cache that a transform could make stale. The price, measured
+    on digits-INR (2-32-32-1, 2 busy cores, ``benchmarks/baselines.py``): the
+    aligned forward runs at ~450 graphs/s against the flat MLP's ~8,000,
+    and a train.py epoch at about half the flat MLP's graphs/s (146 vs 313).
+    Alignment alone: ~3,500 graphs/s on one idle thread (2,700 with signs).
 
     Args:
         layer_sizes (sequence of int): the one architecture it reads.
