@@ -7,7 +7,7 @@
 Reads the YAML config top to bottom (every key is listed with its default in
 nngraph.training.DEFAULTS), applies `key.sub=value` overrides, and writes
 runs/<name>/: config.yaml, metrics.json, checkpoint.pt, curves.png.
-The loops themselves live in nngraph/training.py.
+The stages themselves live in nngraph/training/ (one module per stage).
 """
 import argparse
 import json

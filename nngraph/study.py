@@ -141,7 +141,7 @@ def cell_config(study: Dict[str, Any], model: str, row: Dict[str, Any], seed: in
     cfg['name'] = cell_name(model, row['name'], seed)
     cfg['out_dir'] = study_dir(study)
     cfg['seed'] = int(seed)
-    training._validate(cfg)
+    training.validate(cfg)
     return cfg
 
 

@@ -62,3 +62,13 @@ def test_torchrun_two_processes_cpu(tmp_path):
     assert m['finished'] and m['world_size'] == 2 and len(m['epochs']) == 2
     # Evaluation was reduced over both ranks: accuracies are multiples of 1/16 (16 val graphs).
     assert all(abs(h['val_acc'] * 16 - round(h['val_acc'] * 16)) < 1e-9 for h in m['epochs'])
+
+
+def test_missing_fashion_mnist_build_names_the_build_command(tmp_path):
+    # The shipped FMNIST configs read an existing build; they never start a fit.
+    root = tmp_path / 'fmnist'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--quiet', '--config',
+                        os.path.join(ROOT, 'configs', 'fmnist-statnn.yaml'), f'out_dir={tmp_path}',
+                        f'data.root={root}'], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode != 0 and not root.exists()
+    assert f'python -m nngraph.data build fashion-mnist --out {root}' in r.stderr

@@ -1,5 +1,6 @@
 """nngraph.training: losses, config handling, transform pipeline, and short
 end-to-end runs on the built-in toy set (supervised, resume, contrastive)."""
+import copy
 import json
 import os
 
@@ -152,19 +153,21 @@ def test_finished_run_is_refused_unless_overwrite(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     full = T.run(toy_config(tmp_path / 'a', **{'optim.epochs': 4}), progress=False)
 
-    # Kill the second run right after its second checkpoint is written.
-    real_save, calls = T.save_checkpoint, []
+    # Kill the second run right after its second checkpoint is written (the
+    # supervised loop's own reference to save_checkpoint is the one to patch).
+    from nngraph.training import loops
+    real_save, calls = loops.save_checkpoint, []
 
     def save_then_die(path, **state):
         real_save(path, **state)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-    monkeypatch.setattr(T, 'save_checkpoint', save_then_die)
+    monkeypatch.setattr(loops, 'save_checkpoint', save_then_die)
     cfg = toy_config(tmp_path / 'b', **{'optim.epochs': 4})
     with pytest.raises(KeyboardInterrupt):
         T.run(cfg, progress=False)
-    monkeypatch.setattr(T, 'save_checkpoint', real_save)
+    monkeypatch.setattr(loops, 'save_checkpoint', real_save)
     with pytest.raises(T.RunExistsError, match='partial run'):
         T.run(cfg, progress=False)
     resumed = T.run(cfg, resume=True, progress=False)
@@ -193,7 +196,7 @@ def test_contrastive_then_probe(tmp_path):
 
 def test_samples_per_epoch_fixes_the_epoch_size(tmp_path):
     train = T.ListDataset(T.toy_dataset(20, 'train'))
-    loader, sampler = T._train_loader(train, 8, 0, T.Distributed('cpu'), 0, samples_per_epoch=48)
+    loader, sampler = T.train_loader(train, 8, 0, T.Distributed('cpu'), 0, samples_per_epoch=48)
     assert sampler is None and len(loader) == 6
     seen = torch.cat([b.object_id for b in loader])
     assert seen.numel() == 48
@@ -230,3 +233,59 @@ def test_flat_encoder_pretrains_contrastively(tmp_path):
                                                                 'optim.epochs': 2}), progress=False)
     assert len(m['epochs']) == 2 and all(h['train_loss'] > 0 for h in m['epochs'])
     assert 0 <= m['probe']['test_acc'] <= 1 and 0 <= m['probe_random_encoder']['test_acc'] <= 1
+
+
+# --------------------------------------------------------------------------- baselines
+
+@pytest.mark.parametrize('name, extra', [('statnn', {}), ('aligned_mlp', {'model.align_signs': True})])
+def test_baselines_fit_the_toy_set(tmp_path, name, extra):
+    m = T.run(toy_config(tmp_path, **{'model.name': name, 'model.flat_hidden': 32, 'optim.epochs': 6}, **extra),
+              progress=False)
+    hist = m['epochs']
+    assert hist[-1]['train_loss'] < 0.5 * hist[0]['train_loss']
+    assert m['train_acc'] >= 0.9          # chance is 0.5
+    state = torch.load(tmp_path / 'toy' / 'checkpoint.pt', weights_only=False)['model']
+    if name == 'aligned_mlp':
+        # The reference is the first training graph, saved with the model.
+        first = T.toy_dataset(64, 'train')[0]
+        assert torch.equal(state['encoder.reference_edge_attr'], first.edge_attr)
+    else:
+        assert state['encoder.scale'].shape == (42,)     # 14 statistics per layer, 3 layers
+
+
+def test_bad_model_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"model.name must be one of \('gnn', 'flat', 'statnn', 'aligned_mlp'\), "
+                                         r"got 'dwsnet'"):
+        toy_config(tmp_path, **{'model.name': 'dwsnet'})
+    with pytest.raises(ValueError, match="model.align_signs is an option of model.name 'aligned_mlp', not 'flat'"):
+        toy_config(tmp_path, **{'model.name': 'flat', 'model.align_signs': True})
+    with pytest.raises(ValueError, match='model.align_signs must be true or false'):
+        toy_config(tmp_path, **{'model.name': 'aligned_mlp', 'model.align_signs': 'sine'})
+
+
+def test_align_signs_on_relu_networks_is_refused():
+    cfg = T.load_config(None, ['model.name=aligned_mlp', 'model.align_signs=true', 'model.flat_hidden=8'])
+    model = T.build_model(cfg, 2, (2, 8, 8, 1))
+    relu = [copy.copy(g) for g in T.toy_dataset(4, 'train')]
+    for g in relu:
+        g.activation = 'relu'
+    with pytest.raises(ValueError, match=r"model\.align_signs: true.*odd activation.*'relu'"):
+        T.fit_normalization(model, relu)
+
+
+# --------------------------------------------------------------------------- data sources
+
+def test_built_sources_other_than_digits_are_read_only(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    cfg = T.load_config(None, ['data.source=fashion-mnist', 'data.root=~/.cache/nngraph/fmnist'])
+    root = tmp_path / '.cache' / 'nngraph' / 'fmnist'
+    with pytest.raises(ValueError, match=f'holds no fashion-mnist build.*python -m nngraph.data build '
+                                         f'fashion-mnist --out {root}'):
+        T.build_datasets(cfg, build=True)
+    assert not root.exists()              # nothing was fitted there
+    root.mkdir(parents=True)
+    (root / 'manifest.json').write_text(json.dumps({'settings': {'source': 'digits'}}))
+    with pytest.raises(ValueError, match="holds a build of 'digits', but data.source is 'fashion-mnist'"):
+        T.build_datasets(cfg, build=True)
+    with pytest.raises(ValueError, match=r"data.source must be one of \('digits', 'fashion-mnist'"):
+        T.load_config(None, ['data.source=imagenet'])

@@ -1,7 +1,12 @@
 """Weight-space models: the GNN encoder of parameter graphs, a classifier on
-top of it, the flat MLP baseline and the SimCLR projection head."""
-from nngraph.models.classifier import FlatMLPClassifier, FlatMLPEncoder, GraphClassifier, ProjectionHead
+top of it, the calibration baselines of DWSNets (flat MLP, StatNN, MLP on
+weight-matched networks) and the SimCLR projection head."""
+from nngraph.models.aligned import AlignedMLPEncoder
+from nngraph.models.classifier import (EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GraphClassifier,
+                                       ProjectionHead)
 from nngraph.models.encoder import AGGREGATIONS, EncoderLayer, FourierFeatures, GNNEncoder
+from nngraph.models.statnn import StatNNEncoder, statnn_features
 
-__all__ = ['GNNEncoder', 'GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'ProjectionHead',
-           'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']
+__all__ = ['GNNEncoder', 'GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'StatNNEncoder',
+           'statnn_features', 'AlignedMLPEncoder', 'EncoderClassifier', 'ProjectionHead', 'EncoderLayer',
+           'FourierFeatures', 'AGGREGATIONS']

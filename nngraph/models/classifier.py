@@ -1,4 +1,5 @@
-"""Models on top of the encoder: a classifier, and the flat (non-invariant) baseline's encoder and classifier."""
+"""Models on top of the encoders: a classifier, the flat (non-invariant) baseline's encoder and classifier, a
+linear head for any encoder, and the SimCLR projection head."""
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -10,7 +11,7 @@ from torch_geometric.data import Batch, Data
 from nngraph.graph import architecture
 from nngraph.models.encoder import GNNEncoder
 
-__all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'ProjectionHead']
+__all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'EncoderClassifier', 'ProjectionHead']
 
 
 class GraphClassifier(nn.Module):
@@ -135,6 +136,30 @@ class FlatMLPClassifier(nn.Module):
 
     def forward(self, batch: Union[Data, Batch]) -> Tensor:
         """``[B, num_classes]`` logits of a batch of graphs of ``layer_sizes``."""
+        return self.head(self.encoder(batch))
+
+
+class EncoderClassifier(nn.Module):
+    r"""Any encoder that ends in a nonlinearity (an MLP baseline's: flat,
+    StatNN, aligned) followed by a linear layer to ``num_classes`` logits.
+    :func:`nngraph.training.fit_normalization` reaches the encoder's
+    standardisation through ``.encoder``.
+
+    Args:
+        encoder (nn.Module): maps a batch of graphs to ``[B, encoder.out_dim]``.
+        num_classes (int): number of classes.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f'num_classes must be at least 2, got {num_classes}')
+        self.num_classes = int(num_classes)
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, self.num_classes)
+
+    def forward(self, batch: Union[Data, Batch]) -> Tensor:
+        """``[B, num_classes]`` logits."""
         return self.head(self.encoder(batch))
 
 

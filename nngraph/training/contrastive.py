@@ -1,0 +1,167 @@
+"""SimCLR contrastive pretraining of an encoder and the linear probe on its
+frozen embeddings (``mode`` contrastive, probe, contrastive+probe)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
+
+from nngraph.training.data import prepare_data, train_loader
+from nngraph.training.losses import hard_labels, nt_xent, warmup_cosine
+from nngraph.training.loops import optimizer_step, seed_epoch
+from nngraph.training.models import ContrastiveModel, build_encoder, fit_normalization
+from nngraph.training.run_dir import plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics, \
+    run_metrics
+
+__all__ = ['TwoViews', 'embed', 'linear_probe', 'contrastive_and_probe']
+
+
+class TwoViews(torch.utils.data.Dataset):
+    """Two independently augmented views of each graph of ``dataset``."""
+
+    def __init__(self, dataset, transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        g = self.dataset[i]
+        if self.transform is None:
+            return g, g
+        return self.transform(g), self.transform(g)
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, dataset, device, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+    """Frozen embeddings ``[n, out_dim]`` and labels ``[n]`` of a dataset."""
+    encoder.eval()
+    zs, ys = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        batch = batch.to(device)
+        zs.append(encoder(batch).cpu())
+        ys.append(hard_labels(batch.y).cpu())
+    return torch.cat(zs).numpy(), torch.cat(ys).numpy()
+
+
+def linear_probe(encoder: nn.Module, train, val, test, device, Cs: Sequence[float]) -> Dict[str, float]:
+    """Logistic regression on frozen, standardised embeddings; the inverse L2
+    strength ``C`` is chosen on validation accuracy; returns train/val/test
+    accuracy of the chosen probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    Xtr, ytr = embed(encoder, train, device)
+    Xva, yva = embed(encoder, val, device)
+    Xte, yte = embed(encoder, test, device)
+    scaler = StandardScaler().fit(Xtr)
+    Xtr, Xva, Xte = scaler.transform(Xtr), scaler.transform(Xva), scaler.transform(Xte)
+    best = None
+    for C in Cs:
+        clf = LogisticRegression(C=float(C), max_iter=2000).fit(Xtr, ytr)
+        acc = float(clf.score(Xva, yva))
+        if best is None or acc > best[0]:
+            best = (acc, C, clf)
+    acc, C, clf = best
+    return {'train_acc': float(clf.score(Xtr, ytr)), 'val_acc': acc, 'test_acc': float(clf.score(Xte, yte)),
+            'C': float(C)}
+
+
+def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
+    """Modes ``contrastive``, ``probe`` and ``contrastive+probe``; returns the run's metrics."""
+    seed, o, d, c = int(config['seed']), config['optim'], config['data'], config['contrastive']
+    device = dist_.device
+    mode = config['mode']
+    torch.manual_seed(seed)
+    _, val, test, source, K, sizes, transform = prepare_data(config, dist_, True, soft_labels=False)
+    torch.manual_seed(seed)
+    encoder = build_encoder(config, sizes)
+    fit_normalization(encoder, source)
+    encoder = encoder.to(device)
+    random_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model = ContrastiveModel(encoder, int(c['projection_dim'])).to(device)
+    history, wall_before, start = [], 0.0, 0
+    ckpt_path = os.path.join(run_dir, 'checkpoint.pt')
+    t_start = time.perf_counter()
+
+    if mode == 'probe':
+        path = config['probe']['checkpoint']
+        if not path:
+            raise ValueError('mode probe needs probe.checkpoint: a contrastive run folder or its checkpoint.pt')
+        if os.path.isdir(path):
+            path = os.path.join(path, 'checkpoint.pt')
+        ck = torch.load(path, map_location=device, weights_only=False)
+        model.load_state_dict(ck['model'])
+    else:
+        ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
+        loader, sampler = train_loader(TwoViews(source, transform), int(d['batch_size']),
+                                        int(d['num_workers']), dist_, seed, d['samples_per_epoch'])
+        total = int(o['epochs']) * len(loader)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(total, int(o['warmup_epochs']) * len(loader)))
+        if resume and os.path.exists(ckpt_path):
+            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+            model.load_state_dict(ck['model'])
+            optimizer.load_state_dict(ck['optimizer'])
+            scheduler.load_state_dict(ck['scheduler'])
+            history, start = ck['history'], ck['epoch'] + 1
+            wall_before = ck.get('wall_time', 0.0)
+            set_rng_state(ck['rng'])
+        for epoch in range(start, int(o['epochs'])):
+            seed_epoch(seed, epoch, dist_.rank)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            ddp.train()
+            loss_sum = count = 0.0
+            t0 = time.perf_counter()
+            bar = tqdm(loader, desc=f'ssl epoch {epoch + 1}/{o["epochs"]}',
+                       disable=not (progress and dist_.main), leave=False)
+            for v1, v2 in bar:
+                v1, v2 = v1.to(device), v2.to(device)
+                # One forward over both views: one batch, one DDP all-reduce.
+                z = ddp(Batch.from_data_list(v1.to_data_list() + v2.to_data_list()))
+                loss = nt_xent(z[:v1.num_graphs], z[v1.num_graphs:], float(c['temperature']))
+                optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
+                loss_sum += float(loss.detach()) * v1.num_graphs
+                count += v1.num_graphs
+                bar.set_postfix(loss=f'{loss_sum / count:.3f}')
+            epoch_time = time.perf_counter() - t0
+            loss_sum, count = dist_.sum([loss_sum, count])
+            history.append({'epoch': epoch, 'train_loss': loss_sum / max(count, 1),
+                            'epoch_time_s': epoch_time, 'graphs_per_s': 2 * count / max(epoch_time, 1e-9)})
+            if dist_.main:
+                save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                scheduler=scheduler.state_dict(), epoch=epoch, history=history,
+                                rng=rng_state(), config=config,
+                                wall_time=wall_before + time.perf_counter() - t_start)
+                write_metrics(run_dir, config, history, None, None,
+                               wall_before + time.perf_counter() - t_start, finished=False)
+            dist_.barrier()
+
+    extra = {}
+    if mode in ('probe', 'contrastive+probe'):
+        # The probe is cheap and deterministic: every rank computes it, rank 0 writes.
+        Cs = config['probe']['C']
+        plain_train = source
+        extra['probe'] = linear_probe(model.encoder, plain_train, val, test, device, Cs)
+        rand = build_encoder(config, sizes).to(device)
+        rand.load_state_dict(random_state)
+        extra['probe_random_encoder'] = linear_probe(rand, plain_train, val, test, device, Cs)
+    wall = wall_before + time.perf_counter() - t_start
+    final = None
+    if 'probe' in extra:
+        final = {'acc': extra['probe']['test_acc'], 'loss': None}
+    metrics = run_metrics(config, history, None, final, wall, extra)
+    if dist_.main:
+        write_metrics(run_dir, config, history, None, final, wall, finished=True, extra=extra)
+        if history:
+            plot_curves(os.path.join(run_dir, 'curves.png'), history, f"{config['name']}: NT-Xent loss")
+    dist_.barrier()
+    return metrics

@@ -1,0 +1,158 @@
+"""Supervised training: the epoch loop with validation-based model
+selection, evaluation, and the final test of the selected model."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
+
+from nngraph.training.data import prepare_data, train_loader
+from nngraph.training.distributed import Distributed, shard
+from nngraph.training.losses import hard_labels, soft_cross_entropy, warmup_cosine
+from nngraph.training.models import build_model, fit_normalization
+from nngraph.training.run_dir import (plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics,
+                                      run_metrics)
+
+__all__ = ['seed_epoch', 'evaluate', 'optimizer_step', 'supervised']
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seeds torch, numpy and random for one epoch of one process."""
+    # Every epoch starts from a state derived only from (seed, epoch, rank):
+    # a resumed run draws exactly what the uninterrupted one drew.
+    s = (seed * 1_000_003 + epoch * 7919 + rank) % (2 ** 31)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device, dist_: Distributed) -> Dict[str, float]:
+    """Loss and accuracy over a (sharded) split, summed over processes."""
+    model.eval()
+    loss_sum = correct = count = 0.0
+    for batch in loader:
+        batch = batch.to(device)
+        logits = model(batch)
+        loss_sum += float(soft_cross_entropy(logits, batch.y)) * batch.num_graphs
+        correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
+        count += batch.num_graphs
+    loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
+    return {'loss': loss_sum / max(count, 1), 'acc': correct / max(count, 1)}
+
+
+def optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_clip) -> None:
+    """Backward, optional gradient-norm clipping, one optimizer and one schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+    optimizer.step()
+    scheduler.step()
+
+
+def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
+    """Supervised training (mode ``supervised``); returns the run's metrics."""
+    seed, o, d = int(config['seed']), config['optim'], config['data']
+    device = dist_.device
+    torch.manual_seed(seed)
+    train, val, test, source, K, sizes, _ = prepare_data(config, dist_, True, soft_labels=True)
+
+    # ---- model, optimizer, schedule
+    torch.manual_seed(seed)             # same initial weights on every rank
+    model = build_model(config, K, sizes)
+    fit_normalization(model, source)
+    model = model.to(device)
+    ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
+    loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
+                                    d['samples_per_epoch'])
+    steps_per_epoch = len(loader)
+    total = int(o['epochs']) * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total, int(o['warmup_epochs']) * steps_per_epoch))
+    val_loader = DataLoader(shard(val, dist_), batch_size=int(d['eval_batch_size']))
+    test_loader = DataLoader(shard(test, dist_), batch_size=int(d['eval_batch_size']))
+
+    history, start, best = [], 0, {'epoch': -1, 'val_acc': -1.0, 'state': None}
+    ckpt_path = os.path.join(run_dir, 'checkpoint.pt')
+    wall_before = 0.0
+    if resume and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck['model'])
+        optimizer.load_state_dict(ck['optimizer'])
+        scheduler.load_state_dict(ck['scheduler'])
+        history, start, best = ck['history'], ck['epoch'] + 1, ck['best']
+        wall_before = ck.get('wall_time', 0.0)
+        set_rng_state(ck['rng'])
+
+    t_start, train_time, train_graphs = time.perf_counter(), 0.0, 0
+    for epoch in range(start, int(o['epochs'])):
+        seed_epoch(seed, epoch, dist_.rank)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        ddp.train()
+        loss_sum = correct = count = 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{o["epochs"]}', disable=not (progress and dist_.main),
+                   leave=False)
+        for batch in bar:
+            batch = batch.to(device)
+            logits = ddp(batch)
+            loss = soft_cross_entropy(logits, batch.y)
+            optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
+            n = batch.num_graphs
+            loss_sum += float(loss.detach()) * n
+            correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
+            count += n
+            bar.set_postfix(loss=f'{loss_sum / count:.3f}', acc=f'{correct / count:.3f}')
+        epoch_time = time.perf_counter() - t0
+        loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
+        train_time += epoch_time
+        train_graphs += count
+        v = evaluate(model, val_loader, device, dist_)
+        t = evaluate(model, test_loader, device, dist_)
+        row = {'epoch': epoch, 'train_loss': loss_sum / max(count, 1), 'train_acc': correct / max(count, 1),
+               'val_loss': v['loss'], 'val_acc': v['acc'], 'test_loss': t['loss'], 'test_acc': t['acc'],
+               'lr': scheduler.get_last_lr()[0], 'epoch_time_s': epoch_time,
+               'graphs_per_s': count / max(epoch_time, 1e-9)}
+        history.append(row)
+        if v['acc'] > best['val_acc']:
+            best = {'epoch': epoch, 'val_acc': v['acc'],
+                    'state': {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}}
+        if dist_.main:
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}: train {row['train_acc']:.3f} val {v['acc']:.3f} "
+                           f"test {t['acc']:.3f} ({row['graphs_per_s']:.0f} graphs/s)")
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), epoch=epoch, history=history, best=best,
+                            rng=rng_state(), config=config,
+                            wall_time=wall_before + time.perf_counter() - t_start)
+            write_metrics(run_dir, config, history, best, None, wall_before + time.perf_counter() - t_start,
+                           finished=False)
+        dist_.barrier()
+
+    # ---- final evaluation of the best-on-validation model on the test split
+    if best['state'] is not None:
+        model.load_state_dict(best['state'])
+    final = evaluate(model, test_loader, device, dist_)
+    # The generalization gap's other end: the same model on the training
+    # graphs as they are (no augmentation), not the running batch accuracy.
+    clean = evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
+    wall = wall_before + time.perf_counter() - t_start
+    metrics = run_metrics(config, history, best, final, wall, extra)
+    if dist_.main:
+        write_metrics(run_dir, config, history, best, final, wall, finished=True, extra=extra)
+        if history:
+            plot_curves(os.path.join(run_dir, 'curves.png'), history,
+                        f"{config['name']}: best epoch {best['epoch']}, test acc {final['acc']:.3f}")
+    dist_.barrier()
+    return metrics

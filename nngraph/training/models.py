@@ -1,0 +1,77 @@
+"""Models: the classifier or encoder that ``model.name`` names, its input
+standardisation fitted on training graphs, and the SimCLR wrapper."""
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
+                            GraphClassifier, ProjectionHead, StatNNEncoder)
+
+__all__ = ['MODELS', 'build_model', 'build_encoder', 'encoder_kwargs', 'fit_normalization', 'ContrastiveModel']
+
+#: The values of ``model.name``: the GNN, and DWSNets' calibration baselines
+#: (flat MLP on the raw weights, StatNN on weight statistics, flat MLP on
+#: weights aligned to one reference network). The baselines' MLP is sized by
+#: ``model.flat_hidden`` and ``model.flat_layers``.
+MODELS = ('gnn', 'flat', 'statnn', 'aligned_mlp')
+
+
+def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[int]) -> nn.Module:
+    """The classifier of ``model`` for networks of ``layer_sizes``."""
+    m = config['model']
+    if m['name'] == 'gnn':
+        return GraphClassifier(num_classes, **encoder_kwargs(config, layer_sizes))
+    if m['name'] == 'flat':
+        return FlatMLPClassifier(num_classes, layer_sizes, hidden=m['flat_hidden'],
+                                 layers=m['flat_layers'], dropout=m['dropout'])
+    return EncoderClassifier(build_encoder(config, layer_sizes), num_classes)
+
+
+def build_encoder(config: Dict[str, Any], layer_sizes: Sequence[int]) -> nn.Module:
+    """The encoder of ``model`` alone (contrastive pretraining, probes)."""
+    m = config['model']
+    mlp = dict(hidden=m['flat_hidden'], layers=m['flat_layers'], dropout=m['dropout'])
+    if m['name'] == 'flat':
+        return FlatMLPEncoder(layer_sizes, **mlp)
+    if m['name'] == 'statnn':
+        return StatNNEncoder(len(layer_sizes) - 1, **mlp)
+    if m['name'] == 'aligned_mlp':
+        return AlignedMLPEncoder(layer_sizes, signs=m['align_signs'], **mlp)
+    if m['name'] == 'gnn':
+        return GNNEncoder(**encoder_kwargs(config, layer_sizes))
+    raise ValueError(f"model.name must be one of {MODELS}, got {m['name']!r}")
+
+
+def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[str, Any]:
+    """The :class:`GNNEncoder` arguments of ``model`` for networks of ``layer_sizes``."""
+    m = config['model']
+    return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
+                edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
+                dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
+                fourier_scale=m['fourier_scale'], probe_points=m['probe_points'])
+
+
+def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
+    """Fits the encoder's input standardisation on the first ``max_graphs``
+    graphs of ``dataset`` (untransformed; the same on every process). The
+    aligned baseline also takes the first of them as its reference network."""
+    encoder = model if hasattr(model, 'fit_normalization') else getattr(model, 'encoder', None)
+    if encoder is None or not hasattr(encoder, 'fit_normalization'):
+        return
+    n = min(len(dataset), max_graphs)
+    encoder.fit_normalization(Batch.from_data_list([dataset[i] for i in range(n)]))
+
+
+class ContrastiveModel(nn.Module):
+    """Encoder + SimCLR projection head; ``forward`` returns projections."""
+
+    def __init__(self, encoder: nn.Module, projection_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = ProjectionHead(encoder.out_dim, projection_dim)
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.head(self.encoder(batch))
