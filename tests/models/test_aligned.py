@@ -93,3 +93,37 @@ def test_other_architecture_is_refused():
     g = nngraph.from_weights([torch.randn(4, 2), torch.randn(1, 4)], [torch.zeros(4), torch.zeros(1)], 'sine:30.0')
     with pytest.raises(ValueError, match=r'built for layer sizes \(2, 8, 8, 1\), got a graph with \(2, 4, 1\)'):
         enc(Batch.from_data_list([g]))
+
+
+def test_cache_gives_the_uncached_alignment_and_misses_changed_networks():
+    gs = graphs(24, seed=3)
+    enc = fitted(gs, signs=True)
+    plain = AlignedMLPEncoder(SIZES, hidden=32, layers=2, signs=True, cache_size=0).eval()
+    plain.load_state_dict(enc.state_dict())
+    full = plain.flatten(Batch.from_data_list(gs))
+    assert enc._keys.numel() == 24        # fit_normalization aligned (and cached) all of them
+    enc.clear_cache()
+    # Batches of other compositions: every network's alignment is the uncached one, exactly.
+    first = enc.flatten(Batch.from_data_list(gs[:10]))
+    assert torch.equal(first, full[:10]) and enc._keys.numel() == 10
+    mixed = enc.flatten(Batch.from_data_list(gs[5:20]))            # 5 hits, 10 misses
+    assert torch.equal(mixed, full[5:20]) and enc._keys.numel() == 20
+    again = enc.flatten(Batch.from_data_list(gs[:20][::-1]))       # all hits
+    assert torch.equal(again, full[:20].flip(0))
+    # A changed network (an augmentation) is not served from the cache.
+    perm = RandomNeuronPermutation()(gs[3])
+    out = enc.flatten(Batch.from_data_list([perm, gs[4]]))
+    assert torch.equal(out, plain.flatten(Batch.from_data_list([perm, gs[4]])))
+    assert not torch.equal(perm.edge_attr, gs[3].edge_attr) and enc._keys.numel() == 21
+    # A new reference empties it.
+    enc.set_reference(gs[1])
+    assert enc._keys.numel() == 0
+
+
+def test_cache_is_bounded():
+    gs = graphs(12, seed=4)
+    enc = fitted(gs)
+    enc.cache_size = 5
+    enc.clear_cache()
+    enc.flatten(Batch.from_data_list(gs))
+    assert enc._keys.numel() == 5
