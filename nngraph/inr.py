@@ -42,7 +42,8 @@ from nngraph._atomic import atomic_path
 from nngraph.graph import from_weights
 
 __all__ = ['SirenConfig', 'Siren', 'FitResult', 'fit', 'grid', 'psnr', 'init_params',
-           'stacked_forward', 'save_checkpoint', 'parse_convention', 'num_threads', 'INITS']
+           'stacked_forward', 'save_checkpoint', 'parse_convention', 'num_threads', 'INITS',
+           'grid_axes']
 
 INITS = ('siren', 'zero_bias')
 
@@ -354,6 +355,14 @@ class _Workspace:
             buf = self.buffers[name] = torch.empty(B, P, d, dtype=like.dtype, device=like.device)
         return buf[:B]
 
+    def get_aug(self, name: str, B: int, d: int, P: int, like: Tensor) -> Tensor:
+        """A ``[B, d + 1, P]`` buffer whose last row is ones (the others undefined)."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < B or buf.shape[1:] != (d + 1, P):
+            buf = self.buffers[name] = torch.empty(B, d + 1, P, dtype=like.dtype, device=like.device)
+            buf[:, d] = 1
+        return buf[:B]
+
 
 def _mse_and_grads(weights: List[Tensor], biases: List[Tensor], coords: Tensor, targets: Tensor,
                    config: SirenConfig, workspace: Optional['_Workspace'] = None) -> Tuple[Tensor, List[Tensor]]:
@@ -405,6 +414,109 @@ def _mse_and_grads(weights: List[Tensor], biases: List[Tensor], coords: Tensor, 
     return mse, gw + gb
 
 
+def grid_axes(coords: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+    """``(ys [H], xs [W])`` when ``coords [P, 2]`` is the product grid of
+    them in row-major order (``coords[i * W + j] == (ys[i], xs[j])``, as
+    :func:`grid` makes), else ``None``."""
+    if coords.dim() != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
+        return None
+    P = coords.shape[0]
+    moved = (coords[:, 0] != coords[0, 0]).nonzero()
+    W = int(moved[0]) if moved.numel() else P
+    if P % W:
+        return None
+    ys, xs = coords[::W, 0], coords[:W, 1]
+    full = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).reshape(-1, 2)
+    return (ys, xs) if torch.equal(full, coords) else None
+
+
+def _mse_and_grads_grid(params: List[Tensor], ys: Tensor, xs: Tensor, targets: Tensor,
+                        config: SirenConfig, ws: '_Workspace') -> Tuple[Tensor, List[Tensor]]:
+    r"""What :func:`_mse_and_grads` computes, for coordinates on a grid, in
+    fewer and cheaper passes over the activations (the same numbers up to
+    float rounding; checked against it in the tests).
+
+    ``params[l]`` is ``[W_l | b_l]``, ``[B, d_{l+1}, d_l + 1]``; ``targets``
+    is ``[B, C, P]``. Activations are channel-first, ``[B, d, P]``, each with
+    a row of ones below it so that one matmul applies weights and bias.
+
+    The first layer's input is the grid ``(y_i, x_j)``, so its pre-activation
+    is a sum :math:`z_0 = a_i + c_j` with :math:`a = w_0 W_{0,y} y_i` and
+    :math:`c = w_0 (W_{0,x} x_j + b_0)`, and
+
+    .. math::
+        \sin z_0 = \sin a_i \cos c_j + \cos a_i \sin c_j, \quad
+        \cos z_0 = \cos a_i \cos c_j - \sin a_i \sin c_j:
+
+    sines and cosines of ``H + W`` values per neuron instead of ``H W``.
+    Backward, the first layer's gradients are sums over the grid of
+    :math:`D \odot \cos z_0` (``D`` the gradient at :math:`h_1`) weighted by
+    1, :math:`y_i` or :math:`x_j`; they come from one batched matmul of ``D``
+    (per neuron an ``H x W`` matrix) with ``[cos c, sin c, x cos c, x sin c]``
+    (``W x 4``), so :math:`\cos z_0` is never formed. A hidden sine layer
+    costs one matmul, ``sin`` forward and ``cos``, one multiply, two matmuls
+    backward.
+    """
+    B, C, P = targets.shape
+    H, W = ys.numel(), xs.numel()
+    L = len(params)
+    dt = targets.dtype
+    # First layer, factorised on the grid.
+    w0f = config.first
+    K0 = params[0].shape[1]
+    a = (w0f * params[0][:, :, 0]).unsqueeze(-1) * ys                      # [B, K0, H]
+    c = torch.addcmul(params[0][:, :, 2:3], params[0][:, :, 1:2], xs).mul_(w0f)   # [B, K0, W]
+    sa, ca, sc, cc = a.sin(), a.cos(), c.sin(), c.cos()
+    hs = [ws.get_aug('h1', B, K0, P, like=targets)]
+    h1 = hs[0][:, :K0].view(B, K0, H, W)
+    torch.mul(sa.unsqueeze(-1), cc.unsqueeze(-2), out=h1)
+    h1.addcmul_(ca.unsqueeze(-1), sc.unsqueeze(-2))
+    # Hidden sine layers: z = w0 [W | b] [h; 1].
+    zs = []
+    for l in range(1, L - 1):
+        d = params[l].shape[1]
+        z = torch.bmm(params[l] * config.w0, hs[-1], out=ws.get(f'z{l}', B, d, P, like=targets))
+        zs.append(z)
+        h = ws.get_aug(f'h{l + 1}', B, d, P, like=targets)
+        torch.sin(z, out=h[:, :d])
+        hs.append(h)
+    b_out = params[-1]
+    if config.output_offset:
+        b_out = b_out.clone()
+        b_out[:, :, -1] += config.output_offset
+    r = torch.bmm(b_out, hs[-1], out=ws.get('r', B, C, P, like=targets)).sub_(targets)   # [B, C, P]
+    mse = r.pow(2).mean(dim=(1, 2))
+    scale = 2.0 / (P * C)
+    grads: List[Tensor] = [None] * L
+    grads[-1] = torch.bmm(r, hs[-1].transpose(1, 2)).mul_(scale)                        # [B, C, d+1]
+    # dL/dz_l = colscale[k] * g[k, p]: for one output channel the last layer's
+    # weights ride in colscale, so g = r cos z needs no outer product.
+    if C == 1:
+        colscale = params[-1][:, 0, :-1] * scale                                        # [B, d]
+        g_in = r
+    else:
+        colscale = None
+        g_in = torch.bmm(params[-1][:, :, :-1].transpose(1, 2), r).mul_(scale)           # [B, d, P]
+    for l in range(L - 2, 0, -1):
+        d = zs[l - 1].shape[1]
+        g = torch.cos(zs[l - 1], out=ws.get(f'g{l}', B, d, P, like=targets)).mul_(g_in)
+        s = torch.full((B, d), config.w0, dtype=dt, device=g.device) if colscale is None \
+            else colscale * config.w0
+        grads[l] = torch.bmm(g, hs[l - 1].transpose(1, 2)).mul_(s.unsqueeze(-1))       # [B, d, d_in+1]
+        d_in = params[l].shape[2] - 1
+        m = params[l][:, :, :d_in] * s.unsqueeze(-1)                                    # [B, d, d_in]
+        g_in = torch.bmm(m.transpose(1, 2), g, out=ws.get(f'dh{l}', B, d_in, P, like=targets))
+        colscale = None
+    # First layer: D = dL/dh_1 [B, K0, P]; its gradients without forming cos z_0.
+    D = g_in if L > 2 else torch.bmm(params[-1][:, :, :-1].transpose(1, 2), r).mul_(scale)
+    Q = torch.stack([cc, sc, cc * xs, sc * xs], dim=-1)                                # [B, K0, W, 4]
+    R = torch.bmm(D.reshape(B * K0, H, W), Q.reshape(B * K0, W, 4)).view(B, K0, H, 4)
+    S1 = ca * R[..., 0] - sa * R[..., 1]                                               # sum_j dz0
+    Sx = ca * R[..., 2] - sa * R[..., 3]                                               # sum_j dz0 x_j
+    grads[0] = torch.stack([(S1 * ys).sum(-1), Sx.sum(-1), S1.sum(-1)], dim=-1).mul_(w0f)
+    return mse, grads
+
+
 def fit(
     signals: Tensor,
     coords: Tensor,
@@ -425,6 +537,7 @@ def fit(
     seeds: Optional[Tensor] = None,
     threads: Optional[int] = 1,
     progress: bool = True,
+    separable: Optional[bool] = None,
 ) -> FitResult:
     r"""Fits ``V`` SIRENs to each of ``N`` signals, all at once.
 
@@ -458,6 +571,13 @@ def fit(
             afterwards); ``None`` leaves torch's setting. Run several
             processes (shards) to use more cores.
         progress: show a tqdm bar.
+        separable: how the gradients are computed. ``None`` (default): on a
+            product grid of 2-D coordinates (:func:`grid`, :func:`grid_axes`)
+            the first layer is factorised over the grid's rows and columns
+            (:func:`_mse_and_grads_grid`, about 3x faster on 28x28 images),
+            otherwise the generic path (:func:`_mse_and_grads`). ``False``
+            forces the generic path (the reference); ``True`` requires the grid.
+            Both give the same INRs up to float rounding.
 
     Returns:
         :class:`FitResult` with stacked weights (offset folded into the last
@@ -499,7 +619,7 @@ def fit(
 
     with num_threads(threads if device.type == 'cpu' else None):
         return _fit(signals, coords, V, config, seeds, int(steps), float(lr), betas, float(eps),
-                    target_psnr, float(peak), progress)
+                    target_psnr, float(peak), progress, separable)
 
 
 @contextlib.contextmanager
@@ -521,20 +641,41 @@ def num_threads(n: Optional[int]) -> Iterator[None]:
 
 def _fit(signals: Tensor, coords: Tensor, V: int, config: SirenConfig, seeds: Tensor, steps: int,
          lr: float, betas: Tuple[float, float], eps: float, target_psnr: Optional[float], peak: float,
-         progress: bool) -> FitResult:
+         progress: bool, separable: Optional[bool] = None) -> FitResult:
     from tqdm.auto import tqdm
 
-    N = signals.shape[0]
+    N, P, C = signals.shape
     device, dtype = signals.device, signals.dtype
     B = N * V
-    params = [*_init_stacked(config, seeds, dtype, device)]
     L = config.num_layers
-    params = params[0] + params[1]                                   # W_0..W_{L-1}, b_0..b_{L-1}
-    exp_avg = [torch.zeros_like(p) for p in params]
-    exp_avg_sq = [torch.zeros_like(p) for p in params]
+    axes = grid_axes(coords) if L >= 2 and separable is not False else None
+    if separable and axes is None:
+        raise ValueError('separable=True needs coords on a product grid [H * W, 2] (see grid()) '
+                         'and at least one hidden layer')
+    # All parameters of an INR in one row: layer l's [W_l | b_l] ([d_{l+1}, d_l + 1])
+    # at offsets[l], so Adam and the early-stop bookkeeping are a few whole-tensor ops.
+    weights0, biases0 = _init_stacked(config, seeds, dtype, device)
+    params = torch.cat([torch.cat([w, b.unsqueeze(-1)], dim=-1).reshape(B, -1)
+                        for w, b in zip(weights0, biases0)], dim=1)              # [B, n]
+    shapes = [(config.layer_sizes[l + 1], config.layer_sizes[l] + 1) for l in range(L)]
+    offsets = [0]
+    for d_out, d_in1 in shapes:
+        offsets.append(offsets[-1] + d_out * d_in1)
+
+    def layers(flat: Tensor) -> List[Tensor]:
+        return [flat[:, offsets[l]:offsets[l + 1]].view(-1, *shapes[l]) for l in range(L)]
+
+    if axes is not None:
+        ys, xs = axes
+        targets_all = signals.transpose(1, 2).contiguous()                     # [N, C, P]
+    else:
+        targets_all = signals
+    exp_avg = torch.zeros_like(params)
+    exp_avg_sq = torch.zeros_like(params)
     active = torch.arange(B, device=device)                          # INR ids still fitting
     sig_of = torch.arange(B, device=device) // V
-    out = [torch.empty_like(p) for p in params]
+    targets = targets_all[sig_of]
+    out = torch.empty_like(params)
     out_psnr = torch.full((B,), float('nan'), dtype=dtype, device=device)
     out_steps = torch.zeros(B, dtype=torch.long, device=device)
     b1, b2 = betas
@@ -543,8 +684,14 @@ def _fit(signals: Tensor, coords: Tensor, V: int, config: SirenConfig, seeds: Te
     workspace = _Workspace()
     bar = tqdm(total=B, desc=f'fitting {B} INRs', unit='INR', disable=not progress, leave=False)
     for t in range(int(steps) + 1):
-        mse, grads = _mse_and_grads(params[:L], params[L:], coords, signals[sig_of[active]], config,
-                                    workspace)
+        per_layer = layers(params)
+        if axes is not None:
+            mse, grads = _mse_and_grads_grid(per_layer, ys, xs, targets, config, workspace)
+        else:
+            mse, gwb = _mse_and_grads([p[..., :-1] for p in per_layer], [p[..., -1] for p in per_layer],
+                                      coords, targets, config, workspace)
+            grads = [torch.cat([gw, gb.unsqueeze(-1)], dim=-1) for gw, gb in zip(gwb[:L], gwb[L:])]
+        grad = torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)     # [B, n]
         p_now = 10.0 * torch.log10(peak ** 2 / mse)
         done = p_now >= target
         if t == steps:
@@ -552,33 +699,30 @@ def _fit(signals: Tensor, coords: Tensor, V: int, config: SirenConfig, seeds: Te
         n_done = int(done.sum())
         if n_done:
             ids = active[done]
-            for o, p in zip(out, params):
-                o[ids] = p[done]
+            out[ids] = params[done]
             out_psnr[ids] = p_now[done]
             out_steps[ids] = t
             bar.update(n_done)
             if n_done == active.numel():
                 break
             keep = ~done
-            active = active[keep]
-            params = [p[keep] for p in params]
-            grads = [g[keep] for g in grads]
-            exp_avg = [m[keep] for m in exp_avg]
-            exp_avg_sq = [v[keep] for v in exp_avg_sq]
+            active, params, grad = active[keep], params[keep], grad[keep]
+            exp_avg, exp_avg_sq, targets = exp_avg[keep], exp_avg_sq[keep], targets[keep]
         # Adam (Kingma & Ba), the update of torch.optim.Adam with default options.
         step = t + 1
         bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-        for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / bc1)
+        exp_avg.lerp_(grad, 1 - b1)
+        exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (exp_avg_sq.sqrt() / math.sqrt(bc2)).add_(eps)
+        params.addcdiv_(exp_avg, denom, value=-lr / bc1)
         if progress and t % 25 == 0:
             bar.set_postfix(step=t, active=int(active.numel()),
                             psnr=f'{float(p_now.mean()):.1f}')
     bar.close()
 
-    weights, biases = out[:L], out[L:]
+    per_layer = layers(out)
+    weights = [p[..., :-1].contiguous() for p in per_layer]
+    biases = [p[..., -1].contiguous() for p in per_layer]
     if config.output_offset:
         biases[-1] = biases[-1] + config.output_offset
     return FitResult(weights=weights, biases=biases, psnr=out_psnr, steps=out_steps,

@@ -5,7 +5,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from nngraph import forward, from_checkpoint, to_weights
-from nngraph.inr import (Siren, SirenConfig, fit, grid, init_params, parse_convention,
+from nngraph.inr import (Siren, SirenConfig, fit, grid, grid_axes, init_params, parse_convention,
                          psnr, save_checkpoint, stacked_forward)
 
 
@@ -171,3 +171,41 @@ def test_fit_restores_the_thread_count():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match='threads must be a positive'):
         fit(digits(2), grid(8), steps=2, threads=0, progress=False)
+
+
+@pytest.mark.parametrize('hidden, channels, height, width, first_w0, offset', [
+    ((16, 16), 1, 8, 8, 20.0, 0.5),      # the usual INR, its own first-layer w0 and offset
+    ((8,), 1, 6, 7, None, 0.0),          # one hidden layer, rectangular grid
+    ((8, 8, 8), 3, 5, 4, None, 0.25),    # three hidden layers, three channels
+])
+def test_grid_path_equals_generic_path(hidden, channels, height, width, first_w0, offset):
+    """The factorised first layer on a grid gives the INRs of the generic path."""
+    torch.manual_seed(0)
+    x = torch.rand(3, height * width, channels, dtype=torch.float64)
+    coords = grid(height, width, dtype=torch.float64)
+    kw = dict(hidden=hidden, first_w0=first_w0, output_offset=offset, steps=30, lr=2e-3,
+              progress=False, seeds=torch.tensor([[1], [2], [3]]))
+    fast = fit(x, coords, separable=True, **kw)
+    ref = fit(x, coords, separable=False, **kw)
+    for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(fast.psnr, ref.psnr, rtol=1e-10, atol=1e-10)
+    start = fit(x, coords, separable=False, **dict(kw, steps=0))
+    assert float((ref.weights[0] - start.weights[0]).abs().max()) > 1e-3   # they did move
+
+
+def test_grid_axes_and_the_generic_fallback():
+    ys, xs = grid_axes(grid(3, 4))
+    assert torch.equal(ys, torch.linspace(-1, 1, 3)) and torch.equal(xs, torch.linspace(-1, 1, 4))
+    shuffled = grid(4)[torch.randperm(16, generator=torch.Generator().manual_seed(0))]
+    assert grid_axes(shuffled) is None
+    assert grid_axes(torch.rand(16, 3)) is None
+    # Off-grid coordinates take the generic path: same INRs as the grid path on the same pixels.
+    x = digits(2, torch.float64)
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    on_grid = fit(x, grid(8, dtype=torch.float64), steps=10, progress=False)
+    off_grid = fit(x[:, perm], grid(8, dtype=torch.float64)[perm], steps=10, progress=False)
+    for a, b in zip(on_grid.weights, off_grid.weights):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match='separable=True needs coords on a product grid'):
+        fit(x, grid(8, dtype=torch.float64)[perm], steps=1, separable=True, progress=False)
