@@ -10,9 +10,26 @@ A SIREN with layer sizes :math:`(d_0, d_1, \dots, d_L)` computes
 with a constant output offset :math:`c` (DWSNets' INRs add :math:`c = 0.5`).
 The conventions that differ between published datasets are explicit
 (:class:`SirenConfig`): the widths, :math:`w_0`, the first layer's
-:math:`w_0`, the initialisation (``'siren'``: Sitzmann et al.'s uniform
-weights with PyTorch's default ``Linear`` biases; ``'zero_bias'``: the same
-weights with zero biases, as DWSNets and neural-graphs do) and :math:`c`.
+:math:`w_0`, the initialisation and :math:`c`. The published ones are named
+presets (:data:`PRESETS`, :meth:`SirenConfig.preset`, ``fit(preset=...)``),
+as their generating code does it (read from the public repositories):
+
+* ``'siren'`` (Sitzmann et al.; NFN's ``siren_utils.py`` is the same code, so
+  ``'nfn'`` names it too): first layer :math:`W \sim U(\pm 1/d_{in})`, every
+  later layer, the linear last one included, :math:`U(\pm\sqrt{6/d_{in}}/w_0)`;
+  biases as ``nn.Linear`` draws them, :math:`U(\pm 1/\sqrt{d_{in}})`;
+  :math:`w_0 = 30` everywhere; no offset.
+* ``'dwsnets'`` (DWSNets' ``nn/inr.py``; neural-graphs' copy of it is the
+  same, so ``'neural-graphs'`` names it too): ``is_first`` is never set, so
+  *every* sine layer, the first included, draws
+  :math:`U(\pm\sqrt{6/d_{in}}/w_0)` (:math:`\pm 0.058` for
+  :math:`d_{in} = 2, w_0 = 30`) with zero biases; the last layer is a plain
+  ``nn.Linear`` (weights and bias :math:`U(\pm 1/\sqrt{d_{in}})`); output
+  :math:`+0.5`.
+
+``init='zero_bias'`` (the ``'siren'`` weights with zero biases) matches no
+published code; it is kept so that builds and convention strings that name
+it still read.
 
 Every graph made here computes the *whole* function: the offset is folded
 into the last bias, the activation is ``'sine:w0'`` (one string per layer when
@@ -43,9 +60,18 @@ from nngraph.graph import from_weights
 
 __all__ = ['SirenConfig', 'Siren', 'FitResult', 'fit', 'grid', 'psnr', 'init_params',
            'stacked_forward', 'save_checkpoint', 'parse_convention', 'num_threads', 'INITS',
-           'grid_axes']
+           'grid_axes', 'PRESETS', 'inr_seeds', 'view_seeds']
 
-INITS = ('siren', 'zero_bias')
+INITS = ('siren', 'dwsnets', 'zero_bias')
+
+#: The published SIREN conventions, by name: what :meth:`SirenConfig.preset`
+#: and ``fit(preset=...)`` fix (see the module docstring for the sources).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    'siren': dict(init='siren', w0=30.0, first_w0=None, output_offset=0.0),
+    'nfn': dict(init='siren', w0=30.0, first_w0=None, output_offset=0.0),
+    'dwsnets': dict(init='dwsnets', w0=30.0, first_w0=None, output_offset=0.5),
+    'neural-graphs': dict(init='dwsnets', w0=30.0, first_w0=None, output_offset=0.5),
+}
 
 
 # --------------------------------------------------------------------------- #
@@ -61,10 +87,15 @@ class SirenConfig:
         layer_sizes: widths ``(d_0, ..., d_L)``, e.g. ``(2, 32, 32, 1)``.
         w0: frequency of the hidden sine layers (:math:`\\sin(w_0 z)`).
         first_w0: frequency of the first layer; ``None`` means ``w0``.
-        init: ``'siren'`` (weights :math:`U(\\pm 1/d_{in})` in the first layer
-            and :math:`U(\\pm\\sqrt{6/d_{in}}/w_0)` after it, biases
-            :math:`U(\\pm 1/\\sqrt{d_{in}})` as ``nn.Linear`` draws them) or
-            ``'zero_bias'`` (same weights, zero biases).
+        init: how :func:`init_params` draws the first weights, named after the
+            preset that uses it: ``'siren'`` (first layer :math:`U(\\pm 1/d_{in})`,
+            later layers :math:`U(\\pm\\sqrt{6/d_{in}}/w_0)`, biases
+            :math:`U(\\pm 1/\\sqrt{d_{in}})` as ``nn.Linear`` draws them),
+            ``'dwsnets'`` (every sine layer :math:`U(\\pm\\sqrt{6/d_{in}}/w_l)`
+            with its own :math:`w_l` and zero bias, the last layer ``nn.Linear``'s
+            default :math:`U(\\pm 1/\\sqrt{d_{in}})` for weights and bias) or
+            ``'zero_bias'`` (the ``'siren'`` weights with zero biases; no
+            published code does this, kept for old builds).
         output_offset: constant :math:`c` added to the output.
     """
 
@@ -90,6 +121,14 @@ class SirenConfig:
         if not math.isfinite(float(self.output_offset)):
             raise ValueError(f'output_offset must be finite, got {self.output_offset}')
         object.__setattr__(self, 'output_offset', float(self.output_offset))
+
+    @classmethod
+    def preset(cls, name: str, layer_sizes: Sequence[int] = (2, 32, 32, 1)) -> 'SirenConfig':
+        """The conventions of a published INR dataset's generating code
+        (:data:`PRESETS`): ``SirenConfig.preset('dwsnets', layer_sizes=(2, 32, 32, 1))``."""
+        if name not in PRESETS:
+            raise ValueError(f'unknown SIREN preset {name!r}; choose one of {tuple(PRESETS)}')
+        return cls(layer_sizes=tuple(layer_sizes), **PRESETS[name])
 
     @property
     def first(self) -> float:
@@ -190,13 +229,20 @@ def init_params(config: SirenConfig, generator: Optional[torch.Generator] = None
     """
     weights, biases = [], []
     sizes = config.layer_sizes
+    last = config.num_layers - 1
     for l in range(config.num_layers):
         d_in, d_out = sizes[l], sizes[l + 1]
-        bound = 1.0 / d_in if l == 0 else math.sqrt(6.0 / d_in) / config.w0
+        linear_default = 1.0 / math.sqrt(d_in)          # nn.Linear's bound for weights and bias
+        if config.init == 'dwsnets':
+            w0_l = config.first if l == 0 else config.w0
+            bound = linear_default if l == last else math.sqrt(6.0 / d_in) / w0_l
+        else:
+            bound = 1.0 / d_in if l == 0 else math.sqrt(6.0 / d_in) / config.w0
+        # Weight then bias, the bias drawn even where it is zeroed, so that a
+        # seed gives the same weights under every init.
         w = (torch.rand(d_out, d_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-        b_bound = 1.0 / math.sqrt(d_in)
-        b = (torch.rand(d_out, generator=generator, dtype=torch.float64) * 2 - 1) * b_bound
-        if config.init == 'zero_bias':
+        b = (torch.rand(d_out, generator=generator, dtype=torch.float64) * 2 - 1) * linear_default
+        if config.init == 'zero_bias' or (config.init == 'dwsnets' and l < last):
             b = torch.zeros_like(b)
         weights.append(w.to(dtype=dtype, device=device))
         biases.append(b.to(dtype=dtype, device=device))
@@ -318,10 +364,26 @@ class FitResult:
         return [self.graph(k, view_id=self.view_index[k:k + 1]) for k in range(len(self))]
 
 
+def inr_seeds(seed: int, num_signals: int, views: int) -> Tensor:
+    """``[N, V]`` seeds, a distinct one for every INR: view ``v`` of signal
+    ``n`` gets ``seed * 2**40 + n * 2**16 + v`` (the formula of
+    :func:`nngraph.data.build.inr_seed` with the signal's index as its object
+    id), so no two INRs of a call start from the same network."""
+    n = torch.arange(num_signals, dtype=torch.long).unsqueeze(1)
+    v = torch.arange(views, dtype=torch.long)
+    return int(seed) * (1 << 40) + n * (1 << 16) + v
+
+
 def view_seeds(seed: int, num_signals: int, views: int) -> Tensor:
     """``[N, V]`` seeds where view ``v`` of every signal gets ``seed + v``: one
-    seed per view, so view ``v`` of all signals starts from one network."""
+    seed per view, so view ``v`` of all signals starts from one network
+    (``fit(init_sharing='shared_per_view')``; not the default, because shared
+    starts make the weights of different signals comparable entry by entry,
+    which makes weight-space learning artificially easy)."""
     return (torch.arange(views, dtype=torch.long) + int(seed)).expand(num_signals, views).clone()
+
+
+INIT_SHARING = ('independent', 'shared_per_view')
 
 
 def _init_stacked(config: SirenConfig, seeds: Tensor, dtype, device) -> Tuple[List[Tensor], List[Tensor]]:
@@ -523,10 +585,11 @@ def fit(
     views: int = 1,
     *,
     hidden: Sequence[int] = (32, 32),
-    w0: float = 30.0,
+    w0: Optional[float] = None,
     first_w0: Optional[float] = None,
-    init: str = 'siren',
-    output_offset: float = 0.0,
+    init: Optional[str] = None,
+    output_offset: Optional[float] = None,
+    preset: Optional[str] = None,
     steps: int = 500,
     lr: float = 1e-3,
     betas: Tuple[float, float] = (0.9, 0.999),
@@ -535,6 +598,7 @@ def fit(
     peak: float = 1.0,
     seed: int = 0,
     seeds: Optional[Tensor] = None,
+    init_sharing: str = 'independent',
     threads: Optional[int] = 1,
     progress: bool = True,
     separable: Optional[bool] = None,
@@ -558,15 +622,27 @@ def fit(
     Args:
         signals: ``[N, P]`` or ``[N, P, C]`` values at the ``P`` coordinates.
         coords: ``[P, d_0]`` coordinates shared by all signals (see :func:`grid`).
-        views: independently initialised INRs per signal.
+        views: INRs per signal, each initialised on its own.
         hidden: widths of the hidden layers (``layer_sizes = (d_0, *hidden, C)``).
-        w0, first_w0, init, output_offset: the SIREN conventions (:class:`SirenConfig`).
+        w0, first_w0, init, output_offset: the SIREN conventions
+            (:class:`SirenConfig`); unset, they are the preset's, or without a
+            preset ``w0=30``, ``first_w0=None`` (= ``w0``), ``init='siren'``,
+            ``output_offset=0``.
+        preset: a published convention by name (:data:`PRESETS`, e.g.
+            ``'dwsnets'``): fixes ``w0``, ``first_w0``, ``init`` and
+            ``output_offset``, which must then be left unset.
         steps: step budget (Adam updates) per INR.
         lr, betas, eps: Adam's hyperparameters.
         target_psnr: per-INR early stop in dB (``None``: always ``steps``).
         peak: signal peak for the PSNR (1 for images in ``[0, 1]``).
-        seed: view ``v`` of every signal is initialised from ``seed + v``.
-        seeds: ``[N, V]`` long tensor of per-INR seeds, overriding ``seed``.
+        seed: seeds the initialisations: INR (signal ``n``, view ``v``) starts
+            from :func:`inr_seeds` ``(seed, N, V)[n, v]``, a network of its own.
+        seeds: ``[N, V]`` long tensor of per-INR seeds, overriding ``seed``
+            (equal seeds start from equal networks).
+        init_sharing: ``'independent'`` (default, see ``seed``) or
+            ``'shared_per_view'``: view ``v`` of *every* signal starts from
+            one network, seeded ``seed + v`` (:func:`view_seeds`; the
+            behaviour of ``fit`` before independent starts were the default).
         threads: CPU threads while fitting (torch's setting is restored
             afterwards); ``None`` leaves torch's setting. Run several
             processes (shards) to use more cores.
@@ -585,7 +661,8 @@ def fit(
 
     Raises:
         ValueError: empty or non-finite signals, shapes that do not match,
-            ``views < 1``, ``steps < 0``, seeds of the wrong shape.
+            ``views < 1``, ``steps < 0``, seeds of the wrong shape, an
+            unknown preset or init sharing, a preset with conventions beside it.
     """
     if not isinstance(signals, Tensor) or not isinstance(coords, Tensor):
         raise TypeError('fit expects tensors for signals and coords')
@@ -608,10 +685,24 @@ def fit(
         raise ValueError(f'steps must be >= 0, got {steps}')
     V, device, dtype = int(views), signals.device, signals.dtype
     coords = coords.to(device=device, dtype=dtype)
-    config = SirenConfig(layer_sizes=(coords.shape[1], *hidden, C), w0=w0, first_w0=first_w0,
-                         init=init, output_offset=output_offset)
+    given = dict(w0=w0, first_w0=first_w0, init=init, output_offset=output_offset)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f'unknown SIREN preset {preset!r}; choose one of {tuple(PRESETS)}')
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise ValueError(f'preset={preset!r} fixes {", ".join(clash)}; pass either the preset '
+                             f'or the conventions, not both')
+        conventions = PRESETS[preset]
+    else:
+        conventions = dict(w0=30.0 if w0 is None else w0, first_w0=first_w0,
+                           init='siren' if init is None else init,
+                           output_offset=0.0 if output_offset is None else output_offset)
+    config = SirenConfig(layer_sizes=(coords.shape[1], *hidden, C), **conventions)
+    if init_sharing not in INIT_SHARING:
+        raise ValueError(f'unknown init_sharing {init_sharing!r}; choose one of {INIT_SHARING}')
     if seeds is None:
-        seeds = view_seeds(seed, N, V)
+        seeds = (inr_seeds if init_sharing == 'independent' else view_seeds)(seed, N, V)
     seeds = torch.as_tensor(seeds, dtype=torch.long)
     if seeds.shape != (N, V):
         raise ValueError(f'seeds must have shape (N={N}, views={V}), got {tuple(seeds.shape)}')
