@@ -399,6 +399,13 @@ def _init_stacked(config: SirenConfig, seeds: Tensor, dtype, device) -> Tuple[Li
     return weights, biases
 
 
+# INRs per gradient evaluation on the grid path: the number whose [B, d, P]
+# activation holds about this many values (32 INRs of 28x28 pixels and 32
+# neurons; 4 MB in float32), so that the activations stay in one core's cache
+# between passes.
+_BLOCK_FLOATS = 1 << 20
+
+
 class _Workspace:
     """Reused buffers for the ``[B, P, d]`` activations of :func:`_mse_and_grads`.
 
@@ -785,11 +792,21 @@ def _fit(signals: Tensor, coords: Tensor, V: int, config: SirenConfig, seeds: Te
     target = float('inf') if target_psnr is None else float(target_psnr)
 
     workspace = _Workspace()
+    block = max(1, _BLOCK_FLOATS // max(1, P * max(config.layer_sizes[1:-1])))
     bar = tqdm(total=B, desc=f'fitting {B} INRs', unit='INR', disable=not progress, leave=False)
     for t in range(int(steps) + 1):
         per_layer = layers(params)
         if axes is not None:
-            mse = _mse_and_grads_grid(per_layer, ys, xs, targets, config, workspace, layers(grad))
+            # In slices of `block` INRs: their activations stay in the core's
+            # cache between passes (measured: 128 INRs at once are ~1.4x slower
+            # per INR than 32). A loop over blocks of INRs, not over INRs.
+            n_now = params.shape[0]
+            mse = torch.empty(n_now, dtype=dtype, device=device)
+            grad_layers = layers(grad)
+            for a in range(0, n_now, block):
+                b = min(a + block, n_now)
+                mse[a:b] = _mse_and_grads_grid([q[a:b] for q in per_layer], ys, xs, targets[a:b], config,
+                                               workspace, [g[a:b] for g in grad_layers])
         else:
             mse, gwb = _mse_and_grads([p[..., :-1] for p in per_layer], [p[..., -1] for p in per_layer],
                                       coords, targets, config, workspace)
