@@ -36,7 +36,9 @@ def test_fit_reaches_target_psnr_within_budget():
         assert float(psnr(out[None], digits(6)[k:k + 1])) == pytest.approx(float(res.psnr[k]), abs=1e-3)
 
 
-def test_batched_fit_equals_fitting_each_alone():
+def test_batched_fit_equals_fitting_each_alone(monkeypatch):
+    # Gradients in blocks of 4 INRs (of the 6 in the batch, fewer as they stop early).
+    monkeypatch.setattr('nngraph.inr._BLOCK_FLOATS', 4 * 64 * 32)
     x = digits(3, torch.float64)
     seeds = torch.tensor([[5, 6], [7, 8], [9, 10]])
     batched = fit(x, grid(8, dtype=torch.float64), views=2, steps=25, seeds=seeds, progress=False,
@@ -197,8 +199,9 @@ def test_fit_restores_the_thread_count():
     ((8,), 1, 6, 7, None, 0.0),          # one hidden layer, rectangular grid
     ((8, 8, 8), 3, 5, 4, None, 0.25),    # three hidden layers, three channels
 ])
-def test_grid_path_equals_generic_path(hidden, channels, height, width, first_w0, offset):
+def test_grid_path_equals_generic_path(hidden, channels, height, width, first_w0, offset, monkeypatch):
     """The factorised first layer on a grid gives the INRs of the generic path."""
+    monkeypatch.setattr('nngraph.inr._BLOCK_FLOATS', 2 * height * width * max(hidden))   # blocks of 2 INRs
     torch.manual_seed(0)
     x = torch.rand(3, height * width, channels, dtype=torch.float64)
     coords = grid(height, width, dtype=torch.float64)
