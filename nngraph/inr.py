@@ -720,6 +720,10 @@ def fit(
     if init_sharing not in INIT_SHARING:
         raise ValueError(f'unknown init_sharing {init_sharing!r}; choose one of {INIT_SHARING}')
     if seeds is None:
+        if init_sharing == 'independent' and not (0 <= int(seed) < (1 << 22) and N <= (1 << 24)
+                                                  and V <= (1 << 16)):
+            raise ValueError(f'independent seeds need 0 <= seed < 2**22, at most 2**24 signals and '
+                             f'2**16 views, got seed={seed}, {N} signals, {V} views; pass seeds=')
         seeds = (inr_seeds if init_sharing == 'independent' else view_seeds)(seed, N, V)
     seeds = torch.as_tensor(seeds, dtype=torch.long)
     if seeds.shape != (N, V):

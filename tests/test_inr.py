@@ -150,6 +150,7 @@ def test_save_checkpoint_rejects_bad_metadata(tmp_path):
     (dict(preset='kaiming'), 'unknown SIREN preset'),
     (dict(preset='dwsnets', w0=20.0), "preset='dwsnets' fixes w0"),
     (dict(init_sharing='shared'), 'unknown init_sharing'),
+    (dict(seed=1 << 22), 'independent seeds need 0 <= seed < 2\\*\\*22'),
     (dict(w0=0.0), 'w0 must be finite and non-zero'),
     (dict(signals=torch.zeros(2, 64, dtype=torch.long)), 'floating point'),
 ])
