@@ -561,7 +561,8 @@ def _mse_and_grads_grid(params: List[Tensor], ys: Tensor, xs: Tensor, targets: T
     r = torch.bmm(last, hs[-1], out=ws.get('r', B, C, P, like=targets)).sub_(targets)     # [B, C, P]
     mse = r.pow(2).mean(dim=(1, 2))
     scale = 2.0 / (P * C)
-    torch.bmm(r, hs[-1].transpose(1, 2), out=grads[-1]).mul_(scale)                      # [B, C, d+1]
+    # [h; 1] r^T then transposed, as for the hidden layers (a plain gemv for C = 1).
+    torch.mul(torch.bmm(hs[-1], r.transpose(1, 2)).transpose(1, 2), scale, out=grads[-1])   # [B, C, d+1]
     # dL/dz_l = colscale[k] * g[k, p]: for one output channel the last layer's
     # weights ride in colscale, so g = r cos z needs no outer product.
     if C == 1:
@@ -812,7 +813,8 @@ def _fit(signals: Tensor, coords: Tensor, V: int, config: SirenConfig, seeds: Te
                 mse[a:b] = _mse_and_grads_grid([q[a:b] for q in per_layer], ys, xs, targets[a:b], config,
                                                workspace, [g[a:b] for g in grad_layers])
         else:
-            mse, gwb = _mse_and_grads([p[..., :-1] for p in per_layer], [p[..., -1] for p in per_layer],
+            mse, gwb = _mse_and_grads([p[..., :-1].contiguous() for p in per_layer],
+                                      [p[..., -1].contiguous() for p in per_layer],
                                       coords, targets, config, workspace)
             for g, gw, gb in zip(layers(grad), gwb[:L], gwb[L:]):
                 g[..., :-1] = gw
