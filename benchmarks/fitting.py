@@ -1,60 +1,92 @@
-"""Batched INR fitting: INRs/s against one-at-a-time, FLOP/s against a plain matmul.
+"""Batched INR fitting: INRs/s per core of each way to fit, side by side in one run.
 
-All figures come from one run on one thread (``--threads``), side by side:
+For each image side in ``--sizes`` (default 16 and 28), on ``--inrs`` digits
+images resized to that side, with a fixed budget of ``--steps`` Adam steps
+(no early stop), in chunks of ``--batch`` INRs, on one thread:
 
-* ``matmul_gflops``: a plain ``n x n`` float32 matmul, best of several;
-* batched: :func:`nngraph.inr.fit` on ``--inrs`` digits INRs of the default
-  build's conventions (16x16 grid, 2-32-32-1, w0 15) in batches of
-  ``--batch`` (the build's chunk size), a fixed budget of ``--steps`` Adam
-  steps (no early stop), INRs/s and achieved
-  FLOP/s (the matmul FLOPs of forward and backward, ``3 * 2 * P * sum(d_l
-  d_{l+1})`` per INR and step) as a fraction of the matmul's;
-* one-at-a-time: the usual loop, a :class:`nngraph.inr.Siren` module and
-  ``torch.optim.Adam`` per INR, same budget; and ``fit`` on one INR at a time;
-* the default digits-INR build (``build_inr_dataset('digits')``): wall time
-  and mean PSNR (reused from ``--build-dir`` when already built there).
+* ``grid``: :func:`nngraph.inr.fit` as it runs by default on a pixel grid (the
+  first layer factorised over rows and columns, blocks of INRs sized for the
+  cache);
+* ``generic``: ``fit(..., separable=False)``, the batched path of the
+  previous version (hand-written gradients, one pass per op over all INRs);
+* ``old``: with ``--old-rev REV``, ``nngraph/inr.py`` as it was at git
+  revision ``REV``, loaded beside the current one (the previous batched path
+  exactly, its Adam included);
+* ``naive``: the usual loop, one :class:`nngraph.inr.Siren` module and one
+  ``torch.optim.Adam`` per INR (``--single`` INRs).
+
+Conventions: at 16x16 the digits build's defaults (w0 15), at 28x28 the
+Fashion-MNIST build's 2-32-32-1 with w0 30; init ``'siren'`` in both (the
+init does not change the cost, and the old code knows it, so every path fits
+the same INRs and their weights are compared).
+
+INRs/s per core is measured on process CPU time (one thread, so CPU time is
+core time: robust when other jobs share the machine); wall-clock rates are
+printed beside. Every path runs ``--repeats`` times, interleaved, and the
+best run counts. For each path, a short profile (``--profile-steps``) gives
+the fraction of the time in ``sin``/``cos`` and in matmuls, and
+``matmul_flop_fraction`` is the achieved rate of the network's own matmul
+FLOPs (``3 * 2 * P * sum(d_l d_{l+1})`` per INR and step: forward, input
+gradient, weight gradient) as a fraction of a large square matmul's FLOP/s.
+The first ``--check`` INRs of each path are compared with the same INRs
+fitted in float64 (max PSNR and weight differences): the float32 paths drift
+from it, and from each other, by float rounding amplified over the Adam steps.
+The digits build (``build_inr_dataset('digits')``) follows unless ``--skip-build``.
 
 Last line: one JSON object with the figures.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
+from nngraph import inr as I  # noqa: E402
 from nngraph.data import DEFAULTS, build_inr_dataset, load_source  # noqa: E402
-from nngraph.inr import Siren, SirenConfig, fit, grid  # noqa: E402
+
+SINCOS = ('aten::sin', 'aten::cos')
+MATMUL = ('aten::bmm', 'aten::baddbmm', 'aten::mm', 'aten::addmm', 'aten::matmul', 'aten::linear')
 
 
-def matmul_gflops(n: int, device, sync, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(n: int, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = float('inf')
     for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
+        t = time.process_time()
         a @ b
-        sync()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return 2 * n ** 3 / best / 1e9
 
 
-def signals(n: int, size: int):
-    images, _, _ = load_source('digits', None if size == 8 else size)
-    H, W, C = images.shape[1:]
-    return images[:n].reshape(n, H * W, C), grid(H, W)
+def load_old(rev: str):
+    """``nngraph/inr.py`` at git revision ``rev``, as a module of its own."""
+    text = subprocess.run(['git', 'show', f'{rev}:nngraph/inr.py'], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), 'inr_old.py')
+    with open(path, 'w') as f:
+        f.write(text)
+    spec = importlib.util.spec_from_file_location('nngraph_inr_old', path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def naive_fit(x, coords, config, steps, lr, seed):
     """The usual way: one nn.Module and one torch.optim.Adam per INR."""
-    net = Siren(config, seed=seed).to(x.device)
+    net = I.Siren(config, seed=seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -64,77 +96,142 @@ def naive_fit(x, coords, config, steps, lr, seed):
     return net
 
 
+def timed(fn):
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.process_time() - c, time.perf_counter() - t
+
+
+def profile_fractions(fn):
+    """Fractions of the self CPU time spent in sin/cos and in matmuls."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    sincos = sum(e.self_cpu_time_total for e in events if e.key in SINCOS)
+    mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL)
+    return sincos / total, mm / total
+
+
+def bench_size(size, args, old, peak):
+    images, _, _ = load_source('digits', size)
+    n = args.inrs
+    x = images[:n].reshape(n, size * size, 1)
+    coords = I.grid(size)
+    # The init does not change the cost; 'siren' runs under the old code too,
+    # so every path fits the very same INRs.
+    if size == 16:
+        conv = dict(w0=DEFAULTS['w0'], first_w0=DEFAULTS['first_w0'], init=DEFAULTS['init'])
+        label = 'digits build defaults (w0 15)'
+    else:
+        conv = dict(w0=30.0, first_w0=None, init='siren')
+        label = 'w0 30 (the Fashion-MNIST build\'s widths and frequency)'
+    lr = DEFAULTS['lr']
+    common = dict(hidden=DEFAULTS['hidden'], lr=lr, target_psnr=None, threads=1, progress=False, **conv)
+
+    def batched(module, steps, **extra):
+        def run():
+            return [module.fit(x[a:a + args.batch], coords, steps=steps,
+                               seeds=torch.arange(a, min(a + args.batch, n))[:, None], **common, **extra)
+                    for a in range(0, n, args.batch)]
+        return run
+
+    paths = {'grid': batched(I, args.steps), 'generic': batched(I, args.steps, separable=False)}
+    if old is not None:
+        paths['old'] = batched(old, args.steps)
+    I.fit(x[:4], coords, steps=2, **common)        # warm-up
+    best = {k: (float('inf'), float('inf')) for k in paths}
+    results = {}
+    for _ in range(args.repeats):
+        for name, run in paths.items():
+            res, cpu, wall = timed(run)
+            results[name] = res
+            best[name] = (min(best[name][0], cpu), min(best[name][1], wall))
+
+    config = results['grid'][0].config
+    sizes = config.layer_sizes
+    P = size * size
+    flop = 3 * 2 * P * sum(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
+    out = dict(grid=size, conventions=label, layer_sizes=list(sizes), steps=args.steps, inrs=n,
+               batch=args.batch)
+    for name in paths:
+        cpu, wall = best[name]
+        psnr = torch.cat([r.psnr for r in results[name]])
+        small = {'grid': batched(I, args.profile_steps), 'generic': batched(I, args.profile_steps, separable=False),
+                 'old': batched(old, args.profile_steps) if old is not None else None}[name]
+        f_sincos, f_mm = profile_fractions(small)
+        out[name] = dict(inrs_per_s_per_core=round(n / cpu, 2), inrs_per_s_wall=round(n / wall, 2),
+                         sincos_fraction=round(f_sincos, 3), matmul_fraction=round(f_mm, 3),
+                         matmul_flop_fraction=round(flop * n * args.steps / cpu / 1e9 / peak, 3),
+                         mean_psnr=round(float(psnr.mean()), 3))
+    # Same INRs up to float rounding: after hundreds of float32 Adam steps near
+    # convergence the paths drift apart, so each is compared with the same
+    # INRs fitted in float64 (the generic path), on the first --check INRs.
+    k = min(args.check, n)
+    f64 = dict(common, steps=args.steps, seeds=torch.arange(k)[:, None])
+    truth = I.fit(x[:k].double(), coords.double(), separable=False, **f64)
+    for name in paths:
+        first = results[name][0]
+        m = min(k, len(first))
+        out[name]['max_abs_psnr_diff_vs_float64'] = round(
+            float((first.psnr[:m].double() - truth.psnr[:m]).abs().max()), 4)
+        out[name]['max_abs_weight_diff_vs_float64'] = float(max(
+            (a[:m].double() - b[:m]).abs().max() for a, b in zip(first.weights + first.biases,
+                                                               truth.weights + truth.biases)))
+
+    naive_cfg = config
+    c0 = time.process_time()
+    for k in range(args.single):
+        naive_fit(x[k], coords, naive_cfg, args.steps, lr, seed=k)
+    naive_cpu = (time.process_time() - c0) / args.single
+    out['naive'] = dict(inrs_per_s_per_core=round(1 / naive_cpu, 3))
+    for name in paths:
+        out[name]['speedup_vs_naive'] = round(out[name]['inrs_per_s_per_core'] * naive_cpu, 1)
+    if 'generic' in paths:
+        out['grid']['speedup_vs_generic'] = round(best['generic'][0] / best['grid'][0], 2)
+    if old is not None:
+        out['grid']['speedup_vs_old'] = round(best['old'][0] / best['grid'][0], 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--inrs', type=int, default=512, help='INRs fitted batched')
-    p.add_argument('--batch', type=int, default=DEFAULTS['chunk_size'], help='INRs per batch')
-    p.add_argument('--device', default='cpu', help='cpu, or cuda for a GPU figure')
-    p.add_argument('--single', type=int, default=8, help='INRs fitted one at a time')
-    p.add_argument('--steps', type=int, default=50, help='Adam steps per INR (the same budget for all)')
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--grid', type=int, default=DEFAULTS['grid'],
-                   help="image side the INRs fit (8: the digits' native grid, no upsampling)")
+    p.add_argument('--sizes', default='16,28', help='image sides, comma-separated')
+    p.add_argument('--inrs', type=int, default=128, help='INRs fitted batched per path')
+    p.add_argument('--batch', type=int, default=DEFAULTS['chunk_size'], help='INRs per fit() call (chunk)')
+    p.add_argument('--single', type=int, default=2, help='INRs fitted one at a time (naive loop)')
+    p.add_argument('--steps', type=int, default=300, help='Adam steps per INR (the same budget for all)')
+    p.add_argument('--repeats', type=int, default=2, help='interleaved runs per path; the best counts')
+    p.add_argument('--profile-steps', type=int, default=50, help='steps of the profiled run')
+    p.add_argument('--check', type=int, default=16, help='INRs compared with a float64 fit')
+    p.add_argument('--old-rev', default=None, help='also time nngraph/inr.py at this git revision')
     p.add_argument('--matmul', type=int, default=2048, help='size of the reference matmul')
     p.add_argument('--build-dir', default='data/digits', help='where the default build lives')
     p.add_argument('--skip-build', action='store_true')
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
 
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    peak = matmul_gflops(args.matmul, dev, sync)
-    x, coords = signals(args.inrs, args.grid)
-    x, coords = x.to(dev), coords.to(dev)
-    kw = dict(hidden=DEFAULTS['hidden'], w0=DEFAULTS['w0'], first_w0=DEFAULTS['first_w0'],
-              init=DEFAULTS['init'], lr=DEFAULTS['lr'], steps=args.steps, target_psnr=None,
-              threads=args.threads, progress=False)
-    fit(x[:64], coords, **dict(kw, steps=2))          # warm-up
+    peak = matmul_gflops(args.matmul)
+    old = load_old(args.old_rev) if args.old_rev else None
+    figures = dict(threads=1, matmul_gflops=round(peak, 1), old_rev=args.old_rev, sizes={})
+    for size in [int(s) for s in args.sizes.split(',')]:
+        out = bench_size(size, args, old, peak)
+        figures['sizes'][str(size)] = out
+        print(f'{size}x{size}, {out["conventions"]}, {args.inrs} INRs x {args.steps} steps, chunks of {args.batch}:')
+        for name in ('grid', 'generic', 'old'):
+            if name in out:
+                f = out[name]
+                print(f'  {name:8s} {f["inrs_per_s_per_core"]:7.2f} INRs/s per core ({f["inrs_per_s_wall"]:.2f} wall); '
+                      f'sin/cos {f["sincos_fraction"]:.0%}, matmuls {f["matmul_fraction"]:.0%} of the time; '
+                      f'{f["matmul_flop_fraction"]:.0%} of the matmul FLOP/s; {f["speedup_vs_naive"]}x naive; '
+                      f'mean PSNR {f["mean_psnr"]:.2f} (max |diff| to float64 '
+                      f'{f["max_abs_psnr_diff_vs_float64"]:.3f} dB, weights {f["max_abs_weight_diff_vs_float64"]:.1e})')
+        print(f'  naive    {out["naive"]["inrs_per_s_per_core"]:7.3f} INRs/s per core (Siren + torch.optim.Adam)')
+        print('  grid vs ' + ', '.join(f'{k[8:]} {v}x' for k, v in out['grid'].items() if k.startswith('speedup_vs_')))
 
-    sync()
-    t = time.perf_counter()
-    results = [fit(x[a:a + args.batch], coords, seeds=torch.arange(a, min(a + args.batch, args.inrs))[:, None],
-                   **kw) for a in range(0, args.inrs, args.batch)]
-    sync()
-    batched_s = time.perf_counter() - t
-    res = results[0]
-    mean_psnr = float(torch.cat([r.psnr for r in results]).mean())
-    sizes = res.config.layer_sizes
-    P = coords.shape[0]
-    flop_per_step = 3 * 2 * P * sum(sizes[l] * sizes[l + 1] for l in range(len(sizes) - 1))
-    achieved = flop_per_step * args.inrs * args.steps / batched_s / 1e9
-
-    config = SirenConfig(sizes, w0=DEFAULTS['w0'], first_w0=DEFAULTS['first_w0'], init=DEFAULTS['init'])
-    sync()
-    t = time.perf_counter()
-    for k in range(args.single):
-        naive_fit(x[k], coords, config, args.steps, DEFAULTS['lr'], seed=k)
-    sync()
-    naive_s = (time.perf_counter() - t) / args.single
-    t = time.perf_counter()
-    for k in range(args.single):
-        fit(x[k:k + 1], coords, seeds=torch.tensor([[k]]), **kw)
-    sync()
-    single_fit_s = (time.perf_counter() - t) / args.single
-
-    batched_rate = args.inrs / batched_s
-    figures = dict(
-        device=str(dev), threads=args.threads, steps=args.steps, inrs=args.inrs, batch=args.batch,
-        grid=int(P ** 0.5),
-        layer_sizes=list(sizes), matmul_gflops=round(peak, 2),
-        batched_inrs_per_s=round(batched_rate, 2),
-        naive_inrs_per_s=round(1 / naive_s, 3), fit_one_at_a_time_inrs_per_s=round(1 / single_fit_s, 3),
-        speedup_vs_naive=round(batched_rate * naive_s, 1),
-        speedup_vs_fit_one_at_a_time=round(batched_rate * single_fit_s, 1),
-        batched_gflops=round(achieved, 2), fraction_of_matmul=round(achieved / peak, 3),
-        batched_mean_psnr_after_budget=round(mean_psnr, 2),
-    )
-    print(f'matmul {args.matmul}^3: {peak:.1f} GFLOP/s; batched fit of {args.inrs} INRs x {args.steps} '
-          f'steps: {batched_rate:.1f} INRs/s, {achieved:.1f} GFLOP/s ({achieved / peak:.0%} of the matmul)')
-    print(f'one at a time: Siren + torch.optim.Adam {1 / naive_s:.2f} INRs/s '
-          f'({figures["speedup_vs_naive"]}x slower), fit() on one INR {1 / single_fit_s:.2f} INRs/s')
-
-    if not args.skip_build and dev.type == 'cpu':
+    if not args.skip_build:
         already = os.path.exists(os.path.join(args.build_dir, 'manifest.json'))
         t = time.perf_counter()
         out = build_inr_dataset('digits', out=args.build_dir, progress=False)
@@ -144,9 +241,7 @@ def main() -> None:
         splits = manifest['splits']
         n = sum(s['num_inrs'] for s in splits.values())
         mean = sum(s['psnr_mean'] * s['num_inrs'] for s in splits.values()) / n
-        figures.update(default_build_inrs=n, default_build_views=manifest['settings']['views'],
-                       default_build_mean_psnr=round(mean, 2),
-                       default_build_min_psnr=round(min(s['psnr_min'] for s in splits.values()), 2),
+        figures.update(default_build_inrs=n, default_build_mean_psnr=round(mean, 2),
                        default_build_seconds=None if already else round(build_s, 1),
                        default_build_reused=already)
         print(f'default digits build: {n} INRs, mean PSNR {mean:.2f} dB, '
