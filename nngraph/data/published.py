@@ -63,9 +63,9 @@ __all__ = ['detect_format', 'load_published', 'convert_published', 'CONVENTIONS'
 
 # SIREN conventions of each published dataset (see the module docstring).
 CONVENTIONS: Dict[str, SirenConfig] = {
-    'dwsnets': SirenConfig((2, 32, 32, 1), w0=30.0, init='zero_bias', output_offset=0.5),
-    'neural-graphs': SirenConfig((2, 32, 32, 1), w0=30.0, init='zero_bias', output_offset=0.5),
-    'nfn': SirenConfig((2, 32, 32, 1), w0=30.0, init='siren', output_offset=0.0),
+    'dwsnets': SirenConfig.preset('dwsnets', (2, 32, 32, 1)),
+    'neural-graphs': SirenConfig.preset('neural-graphs', (2, 32, 32, 1)),
+    'nfn': SirenConfig.preset('nfn', (2, 32, 32, 1)),
 }
 
 

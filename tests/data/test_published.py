@@ -104,7 +104,7 @@ def test_dwsnets_layout_evaluates_like_the_original_inr(tmp_path):
         ds = INRGraphDataset(tmp_path, s)
         assert ds.format == 'dwsnets' and len(ds) == len(plan[s])
         assert ds.y.tolist() == [label for label, _ in plan[s]]
-        assert parse_convention(ds.convention) == {'w0': 30.0, 'first_w0': 30.0, 'init': 'zero_bias',
+        assert parse_convention(ds.convention) == {'w0': 30.0, 'first_w0': 30.0, 'init': 'dwsnets',
                                                    'output_offset': 0.5}
         check_same_function(ds, originals, lambda d, k: (s, k), lambda net, c: net(c))
 
