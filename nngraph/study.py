@@ -60,6 +60,7 @@ STUDY_DEFAULTS: Dict[str, Any] = {
                                # any row may add `published`: the published figure, shown beside
     'curves': [],              # rows whose train/test curves the figure shows
     'quick': {},               # --quick: a study update that makes the grid tiny
+    'notes': '',               # Markdown printed under the table: sources, how to read it
 }
 
 TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')
@@ -418,6 +419,8 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
     grid = (f'; the grid took {elapsed / 60:.1f} min of wall time with {study["workers"]} worker(s) × '
             f'{study["threads"]} thread(s)') if elapsed > 0 else ''
     out += ['', f'Compute: {total / 60:.1f} min summed over cells{grid}.', f'Machine: {_machine()}.', '']
+    if study['notes']:
+        out += [study['notes'].strip(), '']
     return '\n'.join(out)
 
 

@@ -222,3 +222,48 @@ def test_quick_grid_end_to_end(tmp_path, monkeypatch):
     # The study resumes: every cell is finished with an unchanged config, so nothing runs.
     monkeypatch.setattr(S.subprocess, 'call', lambda *a, **k: pytest.fail(f'cell re-ran: {a}'))
     assert S.run_study(study, progress=False) == []
+
+
+CALIBRATION = os.path.join(ROOT, 'configs', 'fmnist-inr.yaml')
+HAVE_FMNIST = os.path.isfile('/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz') or \
+    bool(os.environ.get('NNGRAPH_FASHION_MNIST_DIR'))
+
+
+def test_shipped_calibration_study_sets_published_figures_beside_each_baseline():
+    study = S.load_study(CALIBRATION)
+    rows = {r['name']: r for r in study['rows']}
+    assert set(rows) == {'flat', 'flat-perm', 'statnn', 'aligned', 'aligned-signs'}
+    assert {n: r.get('published') for n, r in rows.items() if r.get('published')} == {
+        'flat': '19.91 ± 0.47', 'flat-perm': '22.76 ± 0.13', 'aligned': '47.79 ± 1.03'}
+    names = set()
+    for model, row, seed in S.cells(study):
+        cfg = S.cell_config(study, model, row, seed)
+        names.add(cfg['model']['name'])
+        assert cfg['data']['source'] == 'fashion-mnist' and cfg['data']['root'] == study['dataset']['out']
+    assert names == {'flat', 'statnn', 'aligned_mlp'}
+    quick = S.load_study(CALIBRATION, quick=True)
+    assert quick['dataset']['out'] == quick['base']['data']['root'] != study['dataset']['out']
+    assert quick['results'] != study['results'] and quick['dataset']['limit']
+
+
+def test_notes_are_printed_under_the_table(tmp_path):
+    study = small_study(tmp_path, notes='Published figures: DWSNets, Table 1.')
+    fill(study)
+    md = open(S.write_report(study)[0]).read()
+    assert md.rstrip().endswith('Published figures: DWSNets, Table 1.')
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_FMNIST, reason='apt-get install -y dataset-fashion-mnist')
+def test_quick_calibration_end_to_end(tmp_path):
+    """The calibration's --quick grid: a Fashion-MNIST slice built with the
+    DWSNets preset, every baseline trained, the report beside the published figures."""
+    study = S.load_study(CALIBRATION, quick=True)
+    study['runs_dir'] = str(tmp_path / 'runs')
+    study['results'] = str(tmp_path / 'report')
+    study['dataset']['out'] = study['base']['data']['root'] = str(tmp_path / 'data')
+    assert S.run_study(study, progress=False) == []
+    md = (tmp_path / 'report.md').read_text()
+    assert '5 of 5 cells finished' in md
+    line = next(x for x in md.splitlines() if x.startswith('| MLP + permutation augmentation |'))
+    assert line.endswith('| 22.76 ± 0.13 |') and '—' not in line

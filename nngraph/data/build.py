@@ -356,7 +356,7 @@ def build_inr_dataset(
             5,000 listed training images, train the other 55,000; ``mnist``
             has the official test images and a stratified validation draw.
         views: INRs per training image (the paper's knob); default the source's.
-        out: dataset directory; default :func:`data_root` ``/<source>``.
+        out: dataset directory (``~`` expanded); default :func:`data_root` ``/<source>``.
         seed: seeds the split (where it is drawn) and every INR's initialisation.
         limit: use only ``limit`` images (tests, smoke runs): the first ones,
             or for a fixed split the first of each split in proportion.
@@ -389,7 +389,8 @@ def build_inr_dataset(
     """
     default_views, opts = _options(source, settings)
     views = default_views if views is None else views
-    out = os.fspath(out) if out is not None else data_root(source if isinstance(source, str) else 'custom')
+    out = os.path.expanduser(os.fspath(out)) if out is not None else \
+        data_root(source if isinstance(source, str) else 'custom')
     images, labels, splits, per_split, settings, table = _plan(source, views, seed, limit, opts, source_dir)
     settings = json.loads(json.dumps(settings))   # the form it has after a JSON round trip
     device = torch.device(device) if device is not None else torch.device('cpu')
@@ -452,7 +453,7 @@ def merge_shards(out: Union[str, os.PathLike]) -> str:
             whose INR range is not the one its index implies (a partial shard).
             Every message names the shard file.
     """
-    out = os.fspath(out)
+    out = os.path.expanduser(os.fspath(out))
     paths = sorted(glob.glob(os.path.join(out, 'shards', 'shard-*-of-*.pt')))
     if not paths:
         raise ValueError(f'no shard files in {os.path.join(out, "shards")!r}')
