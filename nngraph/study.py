@@ -396,7 +396,7 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
            f'({len(metrics)} of {n_cells} cells finished; seeds {list(study["seeds"])}).',
            f'Accuracy in %, mean ± std over seeds; train accuracy is the selected model on the unaugmented '
            f'training graphs (a probe\'s on the frozen embeddings); gap = train − test; time = one cell\'s wall '
-           f'time.']
+           'time.']
     if study['dataset']:
         args = ', '.join(f'{k}={v!r}' for k, v in study['dataset'].items())
         out.append(f'Dataset: `nngraph.data.build_inr_dataset({args})`.')

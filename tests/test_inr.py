@@ -1,4 +1,4 @@
-"""Tests for nngraph/inr.py: SIREN conventions, batched fitting, checkpoints."""
+"""Tests for nngraph/inr/: SIREN conventions, batched fitting, checkpoints."""
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ def test_fit_reaches_target_psnr_within_budget():
 
 def test_batched_fit_equals_fitting_each_alone(monkeypatch):
     # Gradients in blocks of 4 INRs (of the 6 in the batch, fewer as they stop early).
-    monkeypatch.setattr('nngraph.inr._BLOCK_FLOATS', 4 * 64 * 32)
+    monkeypatch.setattr('nngraph.inr.fitting._BLOCK_FLOATS', 4 * 64 * 32)
     x = digits(3, torch.float64)
     seeds = torch.tensor([[5, 6], [7, 8], [9, 10]])
     batched = fit(x, grid(8, dtype=torch.float64), views=2, steps=25, seeds=seeds, progress=False,
@@ -202,7 +202,7 @@ def test_fit_restores_the_thread_count():
 ])
 def test_grid_path_equals_generic_path(hidden, channels, height, width, first_w0, offset, monkeypatch):
     """The factorised first layer on a grid gives the INRs of the generic path."""
-    monkeypatch.setattr('nngraph.inr._BLOCK_FLOATS', 2 * height * width * max(hidden))   # blocks of 2 INRs
+    monkeypatch.setattr('nngraph.inr.fitting._BLOCK_FLOATS', 2 * height * width * max(hidden))   # blocks of 2 INRs
     torch.manual_seed(0)
     x = torch.rand(3, height * width, channels, dtype=torch.float64)
     coords = grid(height, width, dtype=torch.float64)

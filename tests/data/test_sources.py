@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nngraph import data as D
 from nngraph import inr as I
 from nngraph.data import INRGraphDataset, build_inr_dataset
 from nngraph.data.__main__ import main
@@ -121,7 +122,7 @@ def test_fashion_mnist_has_the_published_split():
     images, labels, num_train = load_idx_source('fashion-mnist')
     assert images.shape == (70000, 28, 28, 1) and num_train == 60000
     splits = fixed_splits('fashion-mnist', num_train, 70000, labels)
-    published = json.load(open(os.path.join(os.path.dirname(I.__file__), 'data', 'splits',
+    published = json.load(open(os.path.join(os.path.dirname(D.__file__), 'splits',
                                              'fashion-mnist.json')))['val']
     assert splits['val'].tolist() == sorted(published) and len(published) == 5000
     assert len(splits['train']) == 55000 and splits['test'].tolist() == list(range(60000, 70000))
