@@ -224,7 +224,7 @@ def test_quick_grid_end_to_end(tmp_path, monkeypatch):
     assert S.run_study(study, progress=False) == []
 
 
-CALIBRATION = os.path.join(ROOT, 'configs', 'fmnist-inr.yaml')
+CALIBRATION = os.path.join(ROOT, 'configs', 'study-fmnist-calibration.yaml')
 HAVE_FMNIST = os.path.isfile('/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz') or \
     bool(os.environ.get('NNGRAPH_FASHION_MNIST_DIR'))
 
