@@ -16,7 +16,10 @@ biases, output + 0.5) and reports
 
 Run: ``python benchmarks/fmnist_fit_settings.py --train 1000 --test 500
 --settings 300:1e-3 500:1e-3 500:5e-3`` (needs ``apt-get install -y
-dataset-fashion-mnist``). Ends with one JSON line.
+dataset-fashion-mnist``). ``--from-build DIR`` scores the same images'
+INRs from an existing build instead of fitting them (e.g. the full
+FMNIST-INR build, to check it against the setting it was built with).
+Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -52,6 +55,32 @@ def probe(features_train: np.ndarray, y_train: np.ndarray, features_test: np.nda
     return 100.0 * float((model.predict(features_test) == y_test).mean())
 
 
+def score(res_weights, res_biases, activation, coords, y, n_train) -> dict:
+    """Logistic-regression test accuracy on raw, aligned (with signs) and
+    function-value features of INRs ``[B]`` (the first ``n_train`` train)."""
+    graphs = Batch.from_data_list([
+        from_weights([w[k] for w in res_weights], [b[k] for b in res_biases], activation)
+        for k in range(res_weights[0].shape[0])])
+    raw = flat(graphs)
+    aligned = flat(align(graphs.get_example(0), graphs, signs=True))
+    values = forward(graphs, coords)[..., 0].numpy()
+    return dict(raw=probe(raw[:n_train], y[:n_train], raw[n_train:], y[n_train:]),
+                aligned_signs=probe(aligned[:n_train], y[:n_train], aligned[n_train:], y[n_train:]),
+                function=probe(values[:n_train], y[:n_train], values[n_train:], y[n_train:]))
+
+
+def report(row: dict) -> None:
+    print(f'steps {row["steps"]:5d} lr {row["lr"]:.0e}: PSNR {row["psnr_mean"]:.1f} dB '
+          f'(p10 {row["psnr_p10"]:.1f}, min {row["psnr_min"]:.1f}) | logistic regression: raw '
+          f'{row["raw"]:.1f}%, aligned+signs {row["aligned_signs"]:.1f}%, function values '
+          f'{row["function"]:.1f}%', flush=True)
+
+
+def psnr_stats(psnr: np.ndarray) -> dict:
+    return dict(psnr_mean=float(psnr.mean()), psnr_p10=float(np.percentile(psnr, 10)),
+                psnr_min=float(psnr.min()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--train', type=int, default=1000, help='training images (published train split)')
@@ -63,6 +92,7 @@ def main() -> None:
     p.add_argument('--output-offset', type=float, default=0.5)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--source-dir', default=None)
+    p.add_argument('--from-build', default=None, help='score this build\'s INRs of the same images')
     args = p.parse_args()
     torch.manual_seed(0)
 
@@ -81,31 +111,40 @@ def main() -> None:
     print(f'{len(ids)} images ({n_train} train / {len(ids) - n_train} test); logistic regression '
           f'on the pixels: {pixel_acc:.1f}%')
     rows = []
-    for setting in args.settings:
+    if args.from_build:
+        from nngraph.data import store
+        manifest = store.read_manifest(args.from_build)
+        parts = [store.read_split(args.from_build, s) for s in ('train', 'test')]
+        weights, biases, psnr = [], [], []
+        for part, want in zip(parts, (ids[:n_train], ids[n_train:])):
+            pos = {int(o): k for k, o in enumerate(part['object_id'].tolist()) if int(part['view_id'][k]) == 0}
+            missing = [int(o) for o in want if int(o) not in pos]
+            if missing:
+                raise SystemExit(f'{args.from_build} holds no INR of image {missing[0]}')
+            sel = torch.tensor([pos[int(o)] for o in want])
+            weights.append([w[sel] for w in part['weights']])
+            biases.append([b[sel] for b in part['biases']])
+            psnr.append(part['psnr'][sel])
+        weights = [torch.cat(ws) for ws in zip(*weights)]
+        biases = [torch.cat(bs) for bs in zip(*biases)]
+        settings = manifest['settings']
+        row = dict(steps=int(settings['steps']), lr=float(settings['lr']), build=args.from_build,
+                   convention=manifest['convention'], **psnr_stats(torch.cat(psnr).double().numpy()),
+                   **score(weights, biases, manifest['activation'], coords, y, n_train))
+        rows.append(row)
+        report(row)
+    for setting in ([] if args.from_build else args.settings):
         steps, lr = setting.split(':')
         t0 = time.perf_counter()
         res = I.fit(signals, coords, seeds=seeds, init=args.init, w0=args.w0,
                     output_offset=args.output_offset, steps=int(steps), lr=float(lr),
                     target_psnr=None, progress=False)
         fit_s = time.perf_counter() - t0
-        graphs = Batch.from_data_list([
-            from_weights([w[k] for w in res.weights], [b[k] for b in res.biases], res.activation)
-            for k in range(len(res))])
-        raw = flat(graphs)
-        aligned = flat(align(graphs.get_example(0), graphs, signs=True))
-        values = forward(graphs, coords)[..., 0].numpy()
         psnr = res.psnr.double().numpy()
-        row = dict(steps=int(steps), lr=float(lr), psnr_mean=float(psnr.mean()),
-                   psnr_p10=float(np.percentile(psnr, 10)), psnr_min=float(psnr.min()),
-                   fit_s=fit_s, inrs_per_s=len(res) / fit_s,
-                   raw=probe(raw[:n_train], y[:n_train], raw[n_train:], y[n_train:]),
-                   aligned_signs=probe(aligned[:n_train], y[:n_train], aligned[n_train:], y[n_train:]),
-                   function=probe(values[:n_train], y[:n_train], values[n_train:], y[n_train:]))
+        row = dict(steps=int(steps), lr=float(lr), fit_s=fit_s, inrs_per_s=len(res) / fit_s,
+                   **psnr_stats(psnr), **score(res.weights, res.biases, res.activation, coords, y, n_train))
         rows.append(row)
-        print(f'steps {row["steps"]:5d} lr {row["lr"]:.0e}: PSNR {row["psnr_mean"]:.1f} dB '
-              f'(p10 {row["psnr_p10"]:.1f}, min {row["psnr_min"]:.1f}), {fit_s:.0f} s | '
-              f'logistic regression: raw {row["raw"]:.1f}%, aligned+signs '
-              f'{row["aligned_signs"]:.1f}%, function values {row["function"]:.1f}%', flush=True)
+        report(row)
     print(json.dumps(dict(benchmark='fmnist_fit_settings', init=args.init, train=n_train,
                           test=len(ids) - n_train, pixels=pixel_acc, rows=rows)))
 
