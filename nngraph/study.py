@@ -424,9 +424,18 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
     return '\n'.join(out)
 
 
+def _leading_number(text: Any) -> Optional[float]:
+    """The figure a ``published`` entry starts with (``'47.79 ± 1.03'`` -> 47.79)."""
+    try:
+        return float(str(text).split()[0]) if text is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
 def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
-    """Bars (test accuracy, mean ± std; train accuracy as a dot) per row and
-    model, and train vs test accuracy per epoch for the ``curves`` rows."""
+    """Bars (test accuracy, mean ± std; train accuracy as a dot; a published
+    figure as a cross) per row and model, and train vs test accuracy per
+    epoch for the ``curves`` rows."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -445,11 +454,16 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
         pos = y - 0.4 + h * (i + 0.5)
         ax.barh(pos, test, h, xerr=err, color=colors[i], alpha=0.85, label=f'{m}: test', capsize=2)
         ax.plot(train, pos, 'o', color=colors[i], markeredgecolor='k', markersize=4, label=f'{m}: train')
+    published = [_leading_number(next((r.get('published') for r in study['rows'] if r['name'] == key), None))
+                 for key, _, _ in lines]
+    if any(v is not None for v in published):
+        ax.plot([np.nan if v is None else v for v in published], y, 'kx', markersize=8, mew=2,
+                label='published test')
     ax.set_yticks(y, [label for _, label, _ in lines], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel('accuracy (%)')
     ax.set_title('test accuracy (bars, mean ± std over seeds) and train accuracy (dots)')
-    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.06), ncol=2 * len(models))
+    ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.08), ncol=2 * len(models) + 1)
     ax.grid(axis='x', alpha=0.3)
     for i, m in enumerate(models):
         cax = fig.add_subplot(grid[i, 1])

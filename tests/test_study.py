@@ -267,3 +267,9 @@ def test_quick_calibration_end_to_end(tmp_path):
     assert '5 of 5 cells finished' in md
     line = next(x for x in md.splitlines() if x.startswith('| MLP + permutation augmentation |'))
     assert line.endswith('| 22.76 ± 0.13 |') and '—' not in line
+
+
+def test_published_figures_are_marked_in_the_figure_by_their_leading_number():
+    assert S._leading_number('47.79 ± 1.03') == 47.79
+    assert S._leading_number('22.76') == 22.76
+    assert S._leading_number(None) is None and S._leading_number('n/a') is None
