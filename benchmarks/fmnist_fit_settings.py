@@ -35,7 +35,8 @@ from sklearn.preprocessing import StandardScaler
 from torch_geometric.data import Batch
 
 from nngraph import inr as I
-from nngraph.data.sources import fixed_splits, load_idx_source
+from nngraph.data.build import fixed_splits
+from nngraph.data.sources import load_idx_source
 from nngraph.graph import forward, from_weights, stacked_layer_views
 from nngraph.matching import align
 

@@ -32,9 +32,9 @@ from torch import Tensor
 
 from nngraph import inr as I
 from nngraph.data import store
-from nngraph.data.sources import IDX_SOURCES, Source, fixed_splits, load_idx_source, load_source, resize
+from nngraph.data.sources import IDX_SOURCES, Source, load_idx_source, load_source, published_val, resize
 
-__all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'inr_seed', 'data_root',
+__all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits', 'inr_seed', 'data_root',
            'defaults_for', 'DEFAULTS', 'FMNIST_DEFAULTS', 'SOURCE_DEFAULTS']
 
 # Defaults of the built-in digits-INR dataset, chosen by measurement (see the
@@ -103,6 +103,26 @@ def split_objects(labels: Tensor, val_fraction: float, test_fraction: float,
         parts['val'].append(ids[n_test:n_test + n_val])
         parts['train'].append(ids[n_test + n_val:])
     return {s: torch.from_numpy(np.sort(np.concatenate(p))).long() for s, p in parts.items()}
+
+
+def fixed_splits(name: str, num_train: int, num_total: int, labels: Tensor,
+                 seed: int = 0, val_fraction: float = 5000 / 60000) -> Dict[str, Tensor]:
+    """The split of a source that has an official test set: ``test`` is the
+    official test images (``num_train .. num_total - 1``), ``val`` the
+    published validation list where one ships (:func:`~nngraph.data.sources.published_val`),
+    else a stratified draw of ``val_fraction`` of the training images
+    (:func:`split_objects`, seeded), ``train`` the other training images.
+    """
+    val = published_val(name)
+    if val is None:
+        val = split_objects(labels[:num_train], val_fraction, 0.0, seed)['val']
+    elif val.numel() and int(val.max()) >= num_train:
+        raise ValueError(f'the published {name} split lists validation image {int(val.max())} but '
+                         f'the source has only {num_train} training images')
+    is_val = torch.zeros(num_train, dtype=torch.bool)
+    is_val[val] = True
+    return {'train': (~is_val).nonzero().squeeze(1), 'val': val,
+            'test': torch.arange(num_train, num_total)}
 
 
 def inr_seed(seed: int, object_id: Tensor, view: Tensor) -> Tensor:

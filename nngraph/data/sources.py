@@ -16,10 +16,10 @@ A source is a float tensor of images ``[N, H, W, C]`` with values in
   so object ids are idx positions, as in the published INR datasets
   (DWSNets' ``model_<i>.pth`` is Fashion-MNIST image ``i``).
 
-Sources with an official test set also carry their split
-(:func:`fixed_splits`): the test images are the test split, and
-Fashion-MNIST's validation images are the 5,000 that the published
-FMNIST-INR split holds out (``nngraph/data/splits/fashion-mnist.json``).
+Fashion-MNIST's published INR split ships with nngraph
+(:func:`published_val`: the 5,000 training images that FMNIST-INR holds out
+for validation, ``nngraph/data/splits/fashion-mnist.json``); the builder
+uses it with the official test images (:func:`nngraph.data.build.fixed_splits`).
 """
 from __future__ import annotations
 
@@ -147,30 +147,16 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
     return images, torch.from_numpy(np.concatenate(labels).astype(np.int64)), counts[0]
 
 
-def fixed_splits(name: str, num_train: int, num_total: int, labels: Tensor,
-                 seed: int = 0, val_fraction: float = 5000 / 60000) -> Dict[str, Tensor]:
-    """The split of a source that has an official test set.
-
-    ``test`` is the official test images (``num_train .. num_total - 1``).
-    ``val`` is the published list where one ships with nngraph
-    (``splits/<name>.json``: Fashion-MNIST, the FMNIST-INR split of DWSNets
-    and neural-graphs), else a stratified draw of ``val_fraction`` of the
-    training images (seeded). ``train`` is the other training images.
-    """
+def published_val(name: str) -> Optional[Tensor]:
+    """The validation images of ``name``'s published INR split, where one
+    ships with nngraph (``splits/<name>.json``: Fashion-MNIST, the FMNIST-INR
+    split of DWSNets and neural-graphs), as sorted training-image indices;
+    ``None`` for sources without one."""
     path = os.path.join(_SPLITS_DIR, f'{name}.json')
-    if os.path.exists(path):
-        with open(path) as f:
-            val = torch.tensor(json.load(f)['val'], dtype=torch.long)
-        if num_train and int(val.max()) >= num_train:
-            raise ValueError(f'{path!r} lists validation image {int(val.max())} but the source has '
-                             f'only {num_train} training images')
-    else:
-        from nngraph.data.build import split_objects
-        val = split_objects(labels[:num_train], val_fraction, 0.0, seed)['val']
-    is_val = torch.zeros(num_train, dtype=torch.bool)
-    is_val[val] = True
-    return {'train': (~is_val).nonzero().squeeze(1), 'val': val.sort().values,
-            'test': torch.arange(num_train, num_total)}
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return torch.tensor(sorted(json.load(f)['val']), dtype=torch.long)
 
 
 # --------------------------------------------------------------------------- #

@@ -11,9 +11,8 @@ from nngraph import data as D
 from nngraph import inr as I
 from nngraph.data import INRGraphDataset, build_inr_dataset
 from nngraph.data.__main__ import main
-from nngraph.data.build import data_root
-from nngraph.data.sources import (IDX_SOURCES, fixed_splits, load_idx_source, load_source,
-                                  read_idx, source_dir)
+from nngraph.data.build import data_root, fixed_splits
+from nngraph.data.sources import IDX_SOURCES, load_idx_source, load_source, read_idx, source_dir
 from nngraph.graph import forward
 
 FMNIST_DIR = IDX_SOURCES['fashion-mnist']['default']
