@@ -411,10 +411,10 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
     ``layer_sizes`` agrees with the ``layer`` tensor and ``edge_index`` holds
     exactly the canonical edges of those sizes. Returns :func:`architecture`.
 
-    O(N + E): called where a graph enters from outside (:func:`to_weights`,
-    :func:`forward` of one graph, :func:`to_networkx`, weight matching, MixUp's
-    partner pool), not per sample on the augmentation path, which checks
-    only tensor sizes (:func:`architecture`).
+    O(N + E): called where a graph enters from outside (:func:`to_weights`
+    and so :func:`to_state_dict` and :func:`to_module`, :func:`to_networkx`,
+    weight matching, MixUp's partner pool, the GNN encoder), not per sample
+    on the augmentation path, which checks only tensor sizes (:func:`architecture`).
 
     Raises:
         ValueError: naming the first mismatch (which graph, which layer or edge).
@@ -437,7 +437,7 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
     if len(per_graph) == 1:
         expect_ei = _structure_on(per_graph[0], device)[0]
     elif len(set(per_graph)) == 1:     # one architecture: one broadcast, no per-graph list
-        offsets = torch.tensor(node_ptr[:-1], device=device)     # one architecture: one broadcast, no per-graph list
+        offsets = torch.tensor(node_ptr[:-1], device=device)
         canon = _structure_on(per_graph[0], device)[0]                          # [2, E]
         expect_ei = (canon.unsqueeze(1) + offsets.view(1, -1, 1)).reshape(2, -1)
     else:
@@ -619,7 +619,7 @@ def to_module(g: Data) -> nn.Sequential:
     """An ``nn.Sequential`` of ``Linear`` and activation modules computing the
     function ``g`` encodes (``Linear`` layers at even indices)."""
     weights, biases = to_weights(g)
-    acts = A.per_layer(g.activation, len(weights))
+    acts = A.per_layer(activations(g)[0], len(weights))
     mods: List[nn.Module] = []
     for l, (w, b) in enumerate(zip(weights, biases)):
         lin = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
@@ -669,7 +669,7 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
         if inputs.shape[-1] != weights[0].shape[1]:
             raise ValueError(f'inputs have {inputs.shape[-1]} features but the network takes '
                              f'{weights[0].shape[1]}')
-        acts = A.per_layer(g.activation, len(weights))
+        acts = A.per_layer(activations(g)[0], len(weights))
 
         def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [..., d_l] -> [..., d_{l+1}]
             return torch.addmm(b[:, 0], h.reshape(-1, h.shape[-1]), w[..., 0].t()).view(*h.shape[:-1], -1)

@@ -192,7 +192,7 @@ class WeightSpaceTransform(BaseTransform):
             raise ValueError(f'{self.__class__.__name__} got a Data holding the layer sizes of '
                              f'{len(sizes)} graphs; pass a Batch (Batch.from_data_list)')
         sizes = sizes[0]
-        return sizes, A.per_layer(data.activation, len(sizes) - 1), ()
+        return sizes, A.per_layer(activations(data)[0], len(sizes) - 1), ()
 
     def _apply(self, data: Graph, params: Params, acts: Tuple[str, ...],
                batch_shape: Tuple[int, ...]) -> Graph:

@@ -10,7 +10,7 @@ from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import architecture, layer_offsets
+from nngraph.graph import activations, architecture, layer_offsets
 from nngraph.transforms.mixup import (_beta, _gather, aligned_flat, batch_architecture, mix_flat,
                                       random_flat_index)
 
@@ -101,7 +101,7 @@ class SelfAlignMixUp(BaseTransform):
             sizes, activation = batch_architecture(data, 'SelfAlignMixUp')
             B = data.num_graphs
         else:
-            sizes, activation, B = architecture(data)[0], data.activation, 1
+            sizes, activation, B = architecture(data)[0], activations(data)[0], 1
         signs = self._use_signs(activation, len(sizes) - 1)
         device = data.edge_attr.device
         ea_s = data.edge_attr.reshape(B, -1, data.edge_attr.size(-1))
