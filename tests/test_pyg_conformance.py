@@ -24,7 +24,8 @@ from nngraph.graph import activations, architecture, layer_views, validate
 from nngraph.matching import align, distance, match
 from nngraph.models import GNNEncoder
 
-SETTINGS = settings(max_examples=8, deadline=None)
+# derandomize: CI sees the same examples on every run (a failure is reproducible, not luck)
+SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 
 
 # --------------------------------------------------------------------------- #
@@ -189,10 +190,14 @@ ENCODERS = {out: GNNEncoder(in_features=2, out_features=out, hidden=8, layers=1,
 ENCODER = ENCODERS[1]
 
 
-def embed(graphs):
+def embed(graphs, dtype=torch.float32):
     """Eval-mode embeddings of a batch of the graphs (one output width)."""
+    encoder = ENCODERS[architecture(graphs[0])[0][-1]]
     with torch.no_grad():
-        return ENCODERS[architecture(graphs[0])[0][-1]](Batch.from_data_list(graphs))
+        if dtype == torch.float32:
+            return encoder(Batch.from_data_list(graphs))
+        return copy.deepcopy(encoder).to(dtype)(Batch.from_data_list(
+            [g.clone().apply(lambda t: t.to(dtype) if t.is_floating_point() else t) for g in graphs]))
 
 
 # --------------------------------------------------------------------------- #
@@ -250,8 +255,11 @@ def test_mixed_batches_transform_and_embed_as_their_graphs(nets):
     assert architecture(batch) == [architecture(g)[0] for g in graphs]
     _assert_same(validate(operated), validate(batch), 'validate')
     # the embedding of each graph does not depend on what it was batched with or how it was copied
-    alone = torch.cat([embed([g]) for g in graphs])
-    assert torch.allclose(embed(graphs), alone, rtol=1e-4, atol=1e-4)   # other summation order
+    # (in float64: a mixed batch takes the scatter path, a lone graph the block
+    # path, and in float32 their summation orders differ by up to ~1e-4 after
+    # LayerNorm on unnormalised sine weights)
+    alone = torch.cat([embed([g], torch.float64) for g in graphs])
+    assert torch.allclose(embed(graphs, torch.float64), alone, rtol=1e-9, atol=1e-9)
     assert torch.allclose(embed([g.clone() for g in graphs]), embed(graphs))
     for name, t in _transforms(graphs[0]).items():
         if name in ('mixup', 'selfmix'):
