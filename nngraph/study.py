@@ -108,7 +108,7 @@ def _check_rows(study: Dict[str, Any], path: str) -> None:
     if dup:
         raise ValueError(f'{path}: duplicate row names {dup}')
     for row in study['rows']:
-        extra = sorted(set(row) - {'name', 'label', 'config', 'best_of', 'baseline', 'published'})
+        extra = sorted(set(row) - {'name', 'label', 'config', 'best_of', 'baseline', 'published', 'seeds'})
         if extra:
             raise ValueError(f"{path}: row {row['name']!r} has unknown keys {extra}")
         for family in row.get('best_of', []):
@@ -120,6 +120,12 @@ def _check_rows(study: Dict[str, Any], path: str) -> None:
     for name in study['curves']:
         if name not in names:
             raise ValueError(f'{path}: curves names unknown row {name!r}')
+
+
+def row_seeds(study: Dict[str, Any], row: Dict[str, Any]) -> List[int]:
+    """The seeds of ``row``: its own ``seeds`` (a long row run on fewer seeds
+    than the grid) or the study's."""
+    return [int(s) for s in row.get('seeds', study['seeds'])]
 
 
 def cell_name(model: str, row: str, seed: int) -> str:
@@ -151,7 +157,7 @@ def cells(study: Dict[str, Any], best: bool = False) -> List[Tuple[str, Dict[str
     best-combination rows (``best=True``); models in order, so the slowest
     model's cells start first."""
     return [(m, r, int(s)) for m in study['models'] for r in study['rows']
-            if ('best_of' in r) == best for s in study['seeds']]
+            if ('best_of' in r) == best for s in row_seeds(study, r)]
 
 
 # --------------------------------------------------------------------------- #
@@ -187,9 +193,11 @@ def choose_best(study: Dict[str, Any], model: str, row: Dict[str, Any],
     """The rows a best-combination row merges for ``model``: per family the
     row of highest mean validation accuracy over seeds, if above the
     baseline's. Raises ``ValueError`` while a needed cell is unfinished."""
+    rows = {r['name']: r for r in study['rows']}
+
     def mean_val(name: str) -> float:
         vals = []
-        for s in study['seeds']:
+        for s in row_seeds(study, rows[name]):
             m = metrics.get((model, name, int(s)))
             if m is None:
                 raise ValueError(f"cell {cell_name(model, name, int(s))} is not finished; "
@@ -236,10 +244,14 @@ def collect(study: Dict[str, Any]) -> Dict[Tuple[str, str, int], Dict[str, Any]]
 # --------------------------------------------------------------------------- #
 
 def _same_config(run_dir: str, cfg: Dict[str, Any]) -> bool:
+    """Whether the run in ``run_dir`` ran ``cfg``. The saved config is read
+    over today's defaults first, so a config key added since (at its default)
+    does not make every finished cell stale."""
     try:
         with open(os.path.join(run_dir, 'config.yaml')) as f:
-            return yaml.safe_load(f) == cfg
-    except (OSError, ValueError):
+            saved = training.merge_config(training.DEFAULTS, yaml.safe_load(f))
+        return saved == cfg
+    except (OSError, ValueError, yaml.YAMLError):
         return False
 
 
@@ -357,12 +369,14 @@ def table_rows(study: Dict[str, Any], metrics: Dict[Tuple[str, str, int], Dict[s
             variants.append('random')
         for v in variants:
             label = row.get('label', row['name'])
+            if 'seeds' in row and row_seeds(study, row) != [int(s) for s in study['seeds']]:
+                label = f"{label} (seeds {', '.join(map(str, row_seeds(study, row)))})"
             if v == 'random':
                 label = f'{label}: same encoder untrained'
             per_model = {}
             for model in study['models']:
                 seen = [cell_scores(metrics[(model, row['name'], int(s))]).get(v)
-                        for s in study['seeds'] if (model, row['name'], int(s)) in metrics]
+                        for s in row_seeds(study, row) if (model, row['name'], int(s)) in metrics]
                 seen = [x for x in seen if x is not None]
                 per_model[model] = {k: [x[k] for x in seen] for k in ('train', 'test', 'wall')}
                 per_model[model]['gap'] = [x['train'] - x['test'] for x in seen]
@@ -468,7 +482,8 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
     for i, m in enumerate(models):
         cax = fig.add_subplot(grid[i, 1])
         for j, name in enumerate(study['curves']):
-            hist = [metrics[(m, name, int(s))]['epochs'] for s in study['seeds'] if (m, name, int(s)) in metrics]
+            row = next(r for r in study['rows'] if r['name'] == name)
+            hist = [metrics[(m, name, s)]['epochs'] for s in row_seeds(study, row) if (m, name, s) in metrics]
             hist = [h for h in hist if h and 'test_acc' in h[0]]
             if not hist:
                 continue

@@ -1,6 +1,7 @@
 """nngraph.study: the study config, the best-combination choice, the report
 generated from run folders (and only from them), resume, and the --quick
 grid end to end."""
+import copy
 import json
 import os
 import subprocess
@@ -232,15 +233,18 @@ HAVE_FMNIST = os.path.isfile('/usr/share/datasets/fashion-mnist/train-labels-idx
 def test_shipped_calibration_study_sets_published_figures_beside_each_baseline():
     study = S.load_study(CALIBRATION)
     rows = {r['name']: r for r in study['rows']}
-    assert set(rows) == {'flat', 'flat-perm', 'statnn', 'aligned', 'aligned-signs'}
+    assert set(rows) == {'flat', 'flat-perm', 'statnn', 'aligned', 'aligned-signs', 'gnn', 'gnn-probes'}
     assert {n: r.get('published') for n, r in rows.items() if r.get('published')} == {
-        'flat': '19.91 ± 0.47', 'flat-perm': '22.76 ± 0.13', 'aligned': '47.79 ± 1.03'}
+        'flat': '19.91 ± 0.47', 'flat-perm': '22.76 ± 0.13', 'aligned': '47.79 ± 1.03',
+        'gnn': '68.0 (NG-GNN); ScaleGMN-B 80.78', 'gnn-probes': '74.2 (NG-GNN + 64 probes)'}
     names = set()
     for model, row, seed in S.cells(study):
         cfg = S.cell_config(study, model, row, seed)
         names.add(cfg['model']['name'])
         assert cfg['data']['source'] == 'fashion-mnist' and cfg['data']['root'] == study['dataset']['out']
-    assert names == {'flat', 'statnn', 'aligned_mlp'}
+    assert names == {'flat', 'statnn', 'aligned_mlp', 'gnn'}
+    # the long GNN rows run on their own seeds; every other row on the grid's
+    assert [S.row_seeds(study, rows[n]) for n in ('gnn', 'flat')] == [[0], [0, 1, 2]]
     quick = S.load_study(CALIBRATION, quick=True)
     assert quick['dataset']['out'] == quick['base']['data']['root'] != study['dataset']['out']
     assert quick['results'] != study['results'] and quick['dataset']['limit']
@@ -273,3 +277,13 @@ def test_published_figures_are_marked_in_the_figure_by_their_leading_number():
     assert S._leading_number('47.79 ± 1.03') == 47.79
     assert S._leading_number('22.76') == 22.76
     assert S._leading_number(None) is None and S._leading_number('n/a') is None
+
+
+def test_a_config_key_added_since_does_not_make_finished_cells_stale(tmp_path):
+    cfg = T.merge_config(T.DEFAULTS, {'model': {'name': 'flat'}})
+    saved = copy.deepcopy(cfg)
+    del saved['model']['canonical_signs']           # a run from before the key existed
+    T.write_yaml(str(tmp_path / 'config.yaml'), saved)
+    assert S._same_config(str(tmp_path), cfg)
+    changed = T.merge_config(cfg, {'model': {'canonical_signs': 'out'}})
+    assert not S._same_config(str(tmp_path), changed)

@@ -42,8 +42,9 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from nngraph.graph import architecture, forward, layer_offsets, validate
+from nngraph.transforms.canonical_signs import CanonicalSigns
 
-__all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']
+__all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS', 'parse_aggr']
 
 AGGREGATIONS = ('mean', 'sum', 'max')
 
@@ -82,12 +83,21 @@ def _degrees(sizes: Tuple[int, ...]) -> Tuple[Tensor, Tensor]:
     return in_deg, out_deg
 
 
-def _aggregate(a: Tensor, dim: int, aggr: str) -> Tensor:
-    if aggr == 'mean':
-        return a.mean(dim)
-    if aggr == 'sum':
-        return a.sum(dim)
-    return a.amax(dim)
+def parse_aggr(aggr: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """``'mean'``, ``'mean,max'`` or ``['mean', 'max']`` as a tuple of
+    aggregators, each one of :data:`AGGREGATIONS` (``ValueError`` else)."""
+    names = tuple(a.strip() for a in aggr.split(',')) if isinstance(aggr, str) else tuple(aggr)
+    bad = [a for a in names if a not in AGGREGATIONS]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f'aggr must be one or more distinct of {AGGREGATIONS} '
+                         f"(e.g. 'mean' or 'mean,max'), got {aggr!r}")
+    return names
+
+
+def _aggregate(a: Tensor, dim: int, aggrs: Tuple[str, ...]) -> Tensor:
+    """The aggregators over ``dim``, concatenated along the channels."""
+    out = [a.mean(dim) if g == 'mean' else a.sum(dim) if g == 'sum' else a.amax(dim) for g in aggrs]
+    return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
 
 
 class EncoderLayer(nn.Module):
@@ -98,7 +108,8 @@ class EncoderLayer(nn.Module):
     Args:
         hidden (int): state width :math:`D` of nodes and edges.
         aggr (str): ``'mean'``, ``'sum'`` or ``'max'`` over a node's edges of
-            one direction.
+            one direction, or several at once (``'mean,max'``: concatenated,
+            as PNA does, before the direction projection).
         dropout (float): dropout on the edge hidden message and the node update.
         edge_hidden (int): width of edge states and edge messages (default
             ``hidden``); edges outnumber nodes ~17x on 2-32-32-1 networks, so
@@ -114,15 +125,17 @@ class EncoderLayer(nn.Module):
         D = hidden
         De = edge_hidden or hidden
         self.edge_hidden = De
-        self.aggr = aggr
+        self.aggrs = parse_aggr(aggr)
+        self.aggr = ','.join(self.aggrs)
         self.scatter_backend = scatter_backend
         self.node_norm = nn.LayerNorm(D)
         self.edge_norm = nn.LayerNorm(De)
         self.node_terms = nn.Linear(D, 2 * De, bias=False)    # [W_s | W_t]
         self.edge_in = nn.Linear(De, De)                       # W_e, c
         self.edge_out = nn.Linear(De, De)                      # W_o
-        self.to_fwd = nn.Linear(De, D, bias=False)             # W_->
-        self.to_rev = nn.Linear(De, D, bias=False)             # W_<-
+        k = len(self.aggrs)
+        self.to_fwd = nn.Linear(k * De, D, bias=False)         # W_->
+        self.to_rev = nn.Linear(k * De, D, bias=False)         # W_<-
         self.direction = nn.Parameter(torch.zeros(2, D))       # delta_->, delta_<-
         self.node_mlp = nn.Sequential(nn.Linear(3 * D, 2 * D), nn.ReLU(), nn.Linear(2 * D, D))
         self.act = nn.ReLU()
@@ -134,7 +147,7 @@ class EncoderLayer(nn.Module):
                      in_deg: Tensor, out_deg: Tensor) -> Tensor:
         # A direction embedding belongs to each message; under 'sum' a node
         # receives it once per edge, under 'mean'/'max' once if it has edges.
-        if self.aggr == 'sum':
+        if self.aggrs == ('sum',):
             wf, wr = in_deg, out_deg
         else:
             wf, wr = (in_deg > 0).to(h.dtype), (out_deg > 0).to(h.dtype)
@@ -154,11 +167,11 @@ class EncoderLayer(nn.Module):
         N = h.size(0)
         if self.scatter_backend == 'torch_scatter':
             import torch_scatter
-            fwd = torch_scatter.scatter(a, dst, dim=0, dim_size=N, reduce=self.aggr)
-            rev = torch_scatter.scatter(a, src, dim=0, dim_size=N, reduce=self.aggr)
+            reduce = torch_scatter.scatter
         else:
-            fwd = scatter(a, dst, dim=0, dim_size=N, reduce=self.aggr)
-            rev = scatter(a, src, dim=0, dim_size=N, reduce=self.aggr)
+            reduce = scatter
+        fwd = torch.cat([reduce(a, dst, dim=0, dim_size=N, reduce=g) for g in self.aggrs], dim=-1)
+        rev = torch.cat([reduce(a, src, dim=0, dim_size=N, reduce=g) for g in self.aggrs], dim=-1)
         return self._node_update(h, hn, fwd, rev, in_deg, out_deg), e
 
     def forward_blocks(self, h: Tensor, e: List[Tensor], sizes: Tuple[int, ...],
@@ -175,10 +188,11 @@ class EncoderLayer(nn.Module):
             dst_t = t_terms[:, node_off[l + 1]:node_off[l + 2]].unsqueeze(2)    # [B, d_{l+1}, 1, D]
             a = self.drop(self.act(self.edge_in(self.edge_norm(e_l)) + src_t + dst_t))
             new_e.append(e_l + self.edge_out(a))
-            fwd.append(_aggregate(a, 2, self.aggr))     # into layer l+1: [B, d_{l+1}, D]
-            rev.append(_aggregate(a, 1, self.aggr))     # into layer l:   [B, d_l, D]
-        zeros_in = h.new_zeros(h.size(0), sizes[0], D)
-        zeros_out = h.new_zeros(h.size(0), sizes[-1], D)
+            fwd.append(_aggregate(a, 2, self.aggrs))    # into layer l+1: [B, d_{l+1}, k D]
+            rev.append(_aggregate(a, 1, self.aggrs))    # into layer l:   [B, d_l, k D]
+        k = len(self.aggrs)
+        zeros_in = h.new_zeros(h.size(0), sizes[0], k * D)
+        zeros_out = h.new_zeros(h.size(0), sizes[-1], k * D)
         fwd = torch.cat([zeros_in] + fwd, dim=1)
         rev = torch.cat(rev + [zeros_out], dim=1)
         return self._node_update(h, hn, fwd, rev, in_deg, out_deg), new_e
@@ -196,7 +210,7 @@ class EncoderLayer(nn.Module):
         a = self.drop(self.act(z)) * m
         e = e + self.edge_out(a) * m
         fwd, rev = a.sum(1), a.sum(2)
-        if self.aggr == 'mean':
+        if self.aggrs == ('mean',):
             fwd = fwd / in_deg.clamp(min=1).unsqueeze(-1)
             rev = rev / out_deg.clamp(min=1).unsqueeze(-1)
         return self._node_update(h, hn, fwd, rev, in_deg, out_deg), e
@@ -230,7 +244,8 @@ class GNNEncoder(nn.Module):
         layers (int): number of message-passing layers.
         out_dim (int): embedding size (``None``: ``hidden``).
         dropout (float): dropout inside the layers.
-        aggr (str): ``'mean'``, ``'sum'`` or ``'max'``.
+        aggr (str): ``'mean'``, ``'sum'``, ``'max'`` or several, comma-separated
+            (see :class:`EncoderLayer`).
         fourier_features (int): number of random Fourier frequencies of the
             edge weight (0: the weight goes in linearly).
         fourier_scale (float): standard deviation of those frequencies.
@@ -243,16 +258,21 @@ class GNNEncoder(nn.Module):
             :math:`[-1, 1]^{d_0}` (the encoded network is evaluated; inputs get
             the points, outputs the network's values). Equivariant to hidden
             permutations, so the encoder stays invariant.
+        canonical_signs (str): ``None``, or a rule of
+            :class:`~nngraph.transforms.CanonicalSigns` (``'bias'``,
+            ``'out'``) applied to every input first: for odd activations the
+            encoder is then invariant to hidden-neuron sign flips as well.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4,
                  out_dim: Optional[int] = None, dropout: float = 0.0, aggr: str = 'mean',
                  fourier_features: int = 0, fourier_scale: float = 10.0, node_channels: int = 1,
                  edge_channels: int = 1, max_layers: int = 16, scatter_backend: str = 'pyg',
-                 edge_hidden: Optional[int] = None, probe_points: int = 0) -> None:
+                 edge_hidden: Optional[int] = None, probe_points: int = 0,
+                 canonical_signs: Optional[str] = None) -> None:
         super().__init__()
-        if aggr not in AGGREGATIONS:
-            raise ValueError(f'aggr must be one of {AGGREGATIONS}, got {aggr!r}')
+        self.canonical = CanonicalSigns(canonical_signs) if canonical_signs else None
+        self.canonical_signs = canonical_signs or None
         if scatter_backend not in ('pyg', 'torch_scatter'):
             raise ValueError(f"scatter_backend must be 'pyg' or 'torch_scatter', got {scatter_backend!r}")
         for name, v in (('in_features', in_features), ('out_features', out_features),
@@ -264,7 +284,7 @@ class GNNEncoder(nn.Module):
         self.out_dim = int(out_dim) if out_dim is not None else self.hidden
         self.node_channels, self.edge_channels = int(node_channels), int(edge_channels)
         self.max_layers = int(max_layers)
-        self.aggr = aggr
+        self.aggr = ','.join(parse_aggr(aggr))
         D = self.hidden
         De = self.edge_hidden = int(edge_hidden) if edge_hidden else D
         self.fourier = FourierFeatures(edge_channels, fourier_features, fourier_scale) if fourier_features > 0 else None
@@ -328,6 +348,8 @@ class GNNEncoder(nn.Module):
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         self.check(batch)
+        if self.canonical is not None:
+            batch = self.canonical(batch)     # the statistics of what forward reads
         edge_layer = batch.layer.index_select(0, batch.edge_index[0])
         L = int(batch.layer.max())
         for l in range(L + 1):
@@ -378,14 +400,16 @@ class GNNEncoder(nn.Module):
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         sizes_all = self.check(batch)
+        if self.canonical is not None:
+            batch = self.canonical(batch)
         uniform = all(s == sizes_all[0] for s in sizes_all)
         if path == 'auto':
             path = 'blocks' if uniform else 'sparse'
         if path in ('blocks', 'dense'):
             if not uniform:
                 raise ValueError(f"path={path!r} needs graphs of one architecture, got {sorted(set(sizes_all))}")
-            if path == 'dense' and self.aggr == 'max':
-                raise ValueError("path='dense' supports aggr 'mean' and 'sum' only")
+            if path == 'dense' and self.aggr not in ('mean', 'sum'):
+                raise ValueError(f"path='dense' supports aggr 'mean' and 'sum' only, got {self.aggr!r}")
             return self._forward_uniform(batch, sizes_all[0], dense=path == 'dense')
         if path != 'sparse':
             raise ValueError(f"path must be 'auto', 'sparse', 'blocks' or 'dense', got {path!r}")
@@ -476,7 +500,8 @@ class GNNEncoder(nn.Module):
         edge_in = self.fourier.out_channels if self.fourier is not None else self.edge_channels
         macs = E * edge_in * De + N * (self.node_channels + self.probe_points) * D
         # per edge: W_e, W_o; per node: [W_s|W_t], W_->, W_<-, node MLP (3D->2D->D)
-        per_layer = E * 2 * De * De + N * (2 * D * De + 2 * De * D + 3 * D * 2 * D + 2 * D * D)
+        k = len(parse_aggr(self.aggr))
+        per_layer = E * 2 * De * De + N * (2 * D * De + 2 * k * De * D + 3 * D * 2 * D + 2 * D * D)
         macs += self.num_layers * per_layer
         macs += ((1 + self.in_features + self.out_features) * D + De) * self.out_dim
         return 2 * macs

@@ -50,6 +50,7 @@ DEFAULTS: Dict[str, Any] = {
         'fourier_features': 0,
         'fourier_scale': 10.0,
         'probe_points': 0,      # neuron activations at P fixed inputs as node features
+        'canonical_signs': None,  # gnn: bias | out (CanonicalSigns first: sign-flip invariant; odd activations)
         'flat_hidden': 256,     # MLP of the baselines (flat, statnn, aligned_mlp)
         'flat_layers': 2,
         'align_signs': False,   # aligned_mlp: also match signs (odd activations: sine, tanh)

@@ -51,7 +51,8 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
     return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
                 edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
                 dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
-                fourier_scale=m['fourier_scale'], probe_points=m['probe_points'])
+                fourier_scale=m['fourier_scale'], probe_points=m['probe_points'],
+                canonical_signs=m['canonical_signs'])
 
 
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:

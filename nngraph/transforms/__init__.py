@@ -5,6 +5,7 @@ Every transform works on a single graph, in ``T.Compose``, as the
 :class:`~torch_geometric.data.Batch` of one architecture in one tensor
 operation per layer (see :mod:`nngraph.transforms._base`).
 """
+from nngraph.transforms.canonical_signs import CanonicalSigns
 from nngraph.transforms.input_rotation import InputRotation
 from nngraph.transforms.input_scaling import InputScaling
 from nngraph.transforms.input_translation import InputTranslation
@@ -20,6 +21,7 @@ from nngraph.transforms.weight_dropout import WeightDropout
 from nngraph.transforms.weight_noise import WeightNoise
 
 __all__ = [
+    'CanonicalSigns',
     'InputRotation',
     'InputScaling',
     'InputTranslation',
