@@ -14,7 +14,12 @@ training accuracy), so an option's effect is read on the same data and budget.
 
     python benchmarks/weight_only_gnn.py diagnose
     python benchmarks/weight_only_gnn.py train --per-class 500 --epochs 10 \\
-        --variant base --variant signs=bias --variant 'signs=bias;aggr=sum'
+        --variant base --variant signs=bias --variant 'signs=bias;aggr=sum' \\
+        --out results/weight-only-gnn-ablation.json
+
+With ``--out``, each finished variant is added to that JSON file (written
+atomically; a variant already there with the same settings is skipped, so an
+interrupted sweep resumes) and a markdown table is written beside it.
 
 A variant is ``base`` (the default encoder) or ``;``-separated ``key=value``
 encoder overrides (``signs`` is ``canonical_signs``), e.g.
@@ -35,6 +40,7 @@ from torch_geometric.data import Batch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
+from nngraph._atomic import atomic_path  # noqa: E402
 from nngraph.data import INRGraphDataset  # noqa: E402
 from nngraph.models import GraphClassifier  # noqa: E402
 
@@ -115,12 +121,43 @@ def evaluate(model, dataset, index, batch_size=512):
     return correct / len(index)
 
 
+def _load(path):
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return []
+
+
+def atomic_write_text(path, text) -> None:
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        f.write(text)
+
+
+def _save(path, results) -> None:
+    atomic_write_text(path, json.dumps(results, indent=1) + '\n')
+    lines = ['| variant | best val | final val | train | epochs | train graphs | time (s) |',
+             '|---|---:|---:|---:|---:|---:|---:|']
+    for r in results:
+        lines.append(f"| `{r['variant']}` | {100 * r['best_val']:.1f} | {100 * r['final_val']:.1f} | "
+                     f"{100 * r['train']:.1f} | {r['epochs']} | {r['train_graphs']} | {r['seconds']:.0f} |")
+    atomic_write_text(os.path.splitext(path)[0] + '.md',
+                      f'Written by `python benchmarks/weight_only_gnn.py train ... --out {path}` '
+                      f'(validation: {results[0]["val_graphs"]} graphs of the val split; accuracy in %).\n\n'
+                      + '\n'.join(lines) + '\n')
+
+
 def train(args) -> None:
     tr, va = INRGraphDataset(args.root, 'train'), INRGraphDataset(args.root, 'val')
     train_index, val_index = subset(tr, args.per_class), subset(va, args.val_per_class)
     sizes = tr.layer_sizes
+    results = _load(args.out)
     for name in args.variant or ['base']:
         kwargs = parse_variant(name)
+        setting = dict(variant=name, root=args.root, epochs=args.epochs, train_graphs=len(train_index),
+                       val_graphs=len(val_index), lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        if any(all(r.get(k) == v for k, v in setting.items()) for r in results):
+            print(f'{name}: already in {args.out}')
+            continue
         torch.manual_seed(args.seed)
         model = GraphClassifier(int(tr.num_classes), in_features=sizes[0], out_features=sizes[-1], **kwargs)
         model.encoder.fit_normalization(stacked(tr, train_index[torch.randperm(len(train_index))[:1024]]))
@@ -145,6 +182,11 @@ def train(args) -> None:
         tr_acc = evaluate(model, tr, train_index[torch.randperm(len(train_index))[:2000]])
         print(f'RESULT {name}: best val {best:.3f}, final val {val:.3f}, train {tr_acc:.3f}, '
               f'{time.time() - t0:.0f} s', flush=True)
+        if args.out:
+            results = [r for r in _load(args.out) if r['variant'] != name or r.get('root') != args.root]
+            results.append(dict(setting, encoder=kwargs, best_val=best, final_val=val, train=tr_acc,
+                                seconds=time.time() - t0))
+            _save(args.out, results)
 
 
 def main() -> None:
@@ -159,6 +201,7 @@ def main() -> None:
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--weight-decay', type=float, default=1e-4)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', help='JSON file the results are added to (and a .md table beside it)')
     args = parser.parse_args()
     (diagnose if args.what == 'diagnose' else train)(args)
 

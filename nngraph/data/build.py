@@ -39,19 +39,21 @@ __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits',
 
 # Defaults of the built-in digits-INR dataset, chosen so that the weights, not
 # only the function, carry the class (measured with `PYTHONPATH=.
-# OMP_NUM_THREADS=1 python benchmarks/digits_weight_signal.py --build DIR`, one
-# core). DWSNets' conventions (init 'dwsnets', w0 = 30 in every sine layer,
-# output + 0.5, as FMNIST_DEFAULTS), 500 Adam steps at lr 1e-3 for every INR,
-# no early stop: logistic regression on the weights aligned to one reference
-# INR (matching.align, signs=True) reads 54.3% of unseen digits (raw weights
-# 10.3%, function values on the grid 91.6%). The previous defaults (SIREN init,
-# w0 = 15, lr 2e-3, each INR stopped at 40 dB after ~69 steps) read 10.3%
-# aligned, 9.5% raw, 91.9% function: their weights hardly left the random
-# start. The price: PSNR 31.1 dB mean (min 26.2) instead of 40, and a build of
-# 154-164 s instead of 23-26 s. Nearby budgets read as much within noise
-# (+-2.6 points on 359 test INRs): 150 steps 53.2% (47 s, 25.1 dB), 300 steps
-# 57.4% (90 s, 28.6 dB), lr 5e-4 59.3% (29.9 dB); a larger lr reads less
-# (lr 2e-3: 39.8%; 150 steps at 3e-3: 25.9%).
+# OMP_NUM_THREADS=1 python benchmarks/digits_weight_signal.py --build DIR
+# [--set steps=N]`, one core). DWSNets' conventions (init 'dwsnets', w0 = 30
+# in every sine layer, output + 0.5, as FMNIST_DEFAULTS), Adam at lr 1e-3 for
+# a fixed 300 steps, no early stop. Logistic regression on the weights aligned
+# to one reference INR (matching.align, signs=True), on unseen digits:
+#   steps 150: 53.2% (build 47 s, PSNR 25.1 dB, min 18.7)
+#   steps 300: 57.4% (build 90 s, PSNR 28.6 dB, min 21.8)   <- the default
+#   steps 500: 54.3% (build 164 s, PSNR 31.1 dB, min 26.2)
+# (+-2.6 points on 359 test INRs; raw weights stay at chance, 10.3%; function
+# values on the grid 91.6%). 300 steps read as much as 500 at little over half
+# the build time, which the default `python train.py` pays; 150 steps fit
+# visibly worse. A larger lr reads less (500 steps at 2e-3: 39.8%; 150 at
+# 3e-3: 25.9%). The previous defaults (SIREN init, w0 = 15, lr 2e-3, each INR
+# stopped at 40 dB after ~69 steps) read 10.3% aligned, 9.5% raw, 91.9%
+# function: their weights hardly left the random start.
 # The 8x8 digits are upsampled to 16x16: on the native grid SIRENs fitted to
 # 40 dB were noise between the pixels (11 dB against a bilinear upsampling),
 # so off-grid transforms (rotation, scaling) and probe points would read
@@ -60,7 +62,7 @@ __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits',
 DEFAULTS: Dict[str, Any] = dict(
     views=4, val_views=1, test_views=1, grid=16, val_fraction=0.1, test_fraction=0.2,
     hidden=(32, 32), w0=30.0, first_w0=None, init='dwsnets', output_offset=0.5,
-    steps=500, lr=1e-3, target_psnr=None, chunk_size=128,
+    steps=300, lr=1e-3, target_psnr=None, chunk_size=128,
 )
 
 # FMNIST-INR as DWSNets and neural-graphs published it: 2-32-32-1 SIRENs with

@@ -5,7 +5,7 @@ from nngraph.data import build_inr_dataset
 
 # 8x8 digits, SIREN init with w0 = 30, a 35 dB target: fast fits for tests that
 # check how a build is made, not what its INRs learn (the defaults fit 16x16 with
-# DWSNets' init for 500 steps, to ~31 dB). The conventions are set here so that
+# DWSNets' init for 300 steps, to ~29 dB). The conventions are set here so that
 # these tests do not move with the defaults.
 SMALL = dict(limit=40, grid=8, w0=30.0, first_w0=None, init='siren', output_offset=0.0, steps=200,
              lr=2e-3, target_psnr=35.0, chunk_size=16, progress=False)
