@@ -102,6 +102,8 @@ def diagnose(args) -> None:
         for key, sq in groups.items():
             print(f'    grad norm {key:32s} {math.sqrt(sq):.3e}')
     enc = model.encoder
+    if enc.canonical is not None:           # the statistics of what the encoder reads
+        batch = enc.canonical(batch)
     edge_layer = batch.layer.index_select(0, batch.edge_index[0])
     for l in range(len(sizes) - 1):
         w = batch.edge_attr[edge_layer == l, 0]

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
-from nngraph.graph import architecture, forward, layer_offsets, validate
+from nngraph.graph import forward, layer_offsets, validate
 from nngraph.transforms.canonical_signs import CanonicalSigns
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS', 'parse_aggr']
