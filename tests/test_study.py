@@ -268,9 +268,11 @@ def test_quick_calibration_end_to_end(tmp_path):
     study['dataset']['out'] = study['base']['data']['root'] = str(tmp_path / 'data')
     assert S.run_study(study, progress=False) == []
     md = (tmp_path / 'report.md').read_text()
-    assert '5 of 5 cells finished' in md
+    assert '7 of 7 cells finished' in md
     line = next(x for x in md.splitlines() if x.startswith('| MLP + permutation augmentation |'))
     assert line.endswith('| 22.76 ± 0.13 |') and '—' not in line
+    line = next(x for x in md.splitlines() if x.startswith('| GNN, weights only'))
+    assert line.endswith('| 68.0 (NG-GNN); ScaleGMN-B 80.78 |') and '—' not in line
 
 
 def test_published_figures_are_marked_in_the_figure_by_their_leading_number():
