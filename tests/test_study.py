@@ -244,7 +244,7 @@ def test_shipped_calibration_study_sets_published_figures_beside_each_baseline()
         assert cfg['data']['source'] == 'fashion-mnist' and cfg['data']['root'] == study['dataset']['out']
     assert names == {'flat', 'statnn', 'aligned_mlp', 'gnn'}
     # the long GNN rows run on their own seeds; every other row on the grid's
-    assert [S.row_seeds(study, rows[n]) for n in ('gnn', 'flat')] == [[0], [0, 1, 2]]
+    assert [S.row_seeds(study, rows[n]) for n in ('gnn', 'gnn-probes', 'flat')] == [[0], [0, 1, 2], [0, 1, 2]]
     quick = S.load_study(CALIBRATION, quick=True)
     assert quick['dataset']['out'] == quick['base']['data']['root'] != study['dataset']['out']
     assert quick['results'] != study['results'] and quick['dataset']['limit']
