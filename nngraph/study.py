@@ -370,7 +370,8 @@ def table_rows(study: Dict[str, Any], metrics: Dict[Tuple[str, str, int], Dict[s
         for v in variants:
             label = row.get('label', row['name'])
             if 'seeds' in row and row_seeds(study, row) != [int(s) for s in study['seeds']]:
-                label = f"{label} (seeds {', '.join(map(str, row_seeds(study, row)))})"
+                own = row_seeds(study, row)
+                label = f"{label} (seed{'s' if len(own) > 1 else ''} {', '.join(map(str, own))})"
             if v == 'random':
                 label = f'{label}: same encoder untrained'
             per_model = {}
