@@ -248,6 +248,7 @@ def test_shipped_calibration_study_sets_published_figures_beside_each_baseline()
     # the long GNN rows run on their own seeds; every other row on the grid's
     assert [S.row_seeds(study, rows[n]) for n in ('gnn', 'gnn-probes', 'flat')] == [[0], [0, 1, 2], [0, 1, 2]]
     quick = S.load_study(CALIBRATION, quick=True)
+    assert len(S.cells(quick)) == len(quick['rows'])        # one seed per row, own seeds or not
     assert quick['dataset']['out'] == quick['base']['data']['root'] != study['dataset']['out']
     assert quick['results'] != study['results'] and quick['dataset']['limit']
 
