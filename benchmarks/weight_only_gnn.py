@@ -41,6 +41,7 @@ from torch_geometric.data import Batch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from nngraph._atomic import atomic_path  # noqa: E402
+from nngraph.training.run_dir import write_json  # noqa: E402
 from nngraph.data import INRGraphDataset  # noqa: E402
 from nngraph.models import GraphClassifier  # noqa: E402
 
@@ -130,22 +131,17 @@ def _load(path):
     return []
 
 
-def atomic_write_text(path, text) -> None:
-    with atomic_path(path) as tmp, open(tmp, 'w') as f:
-        f.write(text)
-
-
 def _save(path, results) -> None:
-    atomic_write_text(path, json.dumps(results, indent=1) + '\n')
+    write_json(path, results)
     lines = ['| variant | best val | final val | train | epochs | train graphs | time (s) |',
              '|---|---:|---:|---:|---:|---:|---:|']
     for r in results:
         lines.append(f"| `{r['variant']}` | {100 * r['best_val']:.1f} | {100 * r['final_val']:.1f} | "
                      f"{100 * r['train']:.1f} | {r['epochs']} | {r['train_graphs']} | {r['seconds']:.0f} |")
-    atomic_write_text(os.path.splitext(path)[0] + '.md',
-                      f'Written by `python benchmarks/weight_only_gnn.py train ... --out {path}` '
-                      f'(validation: {results[0]["val_graphs"]} graphs of the val split; accuracy in %).\n\n'
-                      + '\n'.join(lines) + '\n')
+    with atomic_path(os.path.splitext(path)[0] + '.md') as tmp, open(tmp, 'w') as f:
+        f.write(f'Written by `python benchmarks/weight_only_gnn.py train ... --out {path}` '
+                f'(validation: {results[0]["val_graphs"]} graphs of the val split; accuracy in %).\n\n'
+                + '\n'.join(lines) + '\n')
 
 
 def train(args) -> None:
