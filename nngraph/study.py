@@ -371,8 +371,8 @@ def table_rows(study: Dict[str, Any], metrics: Dict[Tuple[str, str, int], Dict[s
             variants.append('random')
         for v in variants:
             label = row.get('label', row['name'])
-            if 'seeds' in row and row_seeds(study, row) != [int(s) for s in study['seeds']]:
-                own = row_seeds(study, row)
+            own = row_seeds(study, row)
+            if own != [int(s) for s in study['seeds']]:
                 label = f"{label} (seed{'s' if len(own) > 1 else ''} {', '.join(map(str, own))})"
             if v == 'random':
                 label = f'{label}: same encoder untrained'
@@ -471,8 +471,8 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
         pos = y - 0.4 + h * (i + 0.5)
         ax.barh(pos, test, h, xerr=err, color=colors[i], alpha=0.85, label=f'{m}: test', capsize=2)
         ax.plot(train, pos, 'o', color=colors[i], markeredgecolor='k', markersize=4, label=f'{m}: train')
-    published = [_leading_number(next((r.get('published') for r in study['rows'] if r['name'] == key), None))
-                 for key, _, _ in lines]
+    rows = {r['name']: r for r in study['rows']}
+    published = [_leading_number(rows.get(key, {}).get('published')) for key, _, _ in lines]
     if any(v is not None for v in published):
         ax.plot([np.nan if v is None else v for v in published], y, 'kx', markersize=8, mew=2,
                 label='published test')
@@ -485,8 +485,7 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
     for i, m in enumerate(models):
         cax = fig.add_subplot(grid[i, 1])
         for j, name in enumerate(study['curves']):
-            row = next(r for r in study['rows'] if r['name'] == name)
-            hist = [metrics[(m, name, s)]['epochs'] for s in row_seeds(study, row) if (m, name, s) in metrics]
+            hist = [metrics[(m, name, s)]['epochs'] for s in row_seeds(study, rows[name]) if (m, name, s) in metrics]
             hist = [h for h in hist if h and 'test_acc' in h[0]]
             if not hist:
                 continue

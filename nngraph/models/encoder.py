@@ -272,7 +272,6 @@ class GNNEncoder(nn.Module):
                  canonical_signs: Optional[str] = None) -> None:
         super().__init__()
         self.canonical = CanonicalSigns(canonical_signs) if canonical_signs else None
-        self.canonical_signs = canonical_signs or None
         if scatter_backend not in ('pyg', 'torch_scatter'):
             raise ValueError(f"scatter_backend must be 'pyg' or 'torch_scatter', got {scatter_backend!r}")
         for name, v in (('in_features', in_features), ('out_features', out_features),
