@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional, Union
 
 from nngraph.data.build import DATA_ROOT_ENV, build_inr_dataset, merge_shards
 from nngraph.data.sources import SOURCES
@@ -29,6 +29,16 @@ def _optional_float(text: str) -> Optional[float]:
 
 def _optional_int(text: str) -> Optional[int]:
     return None if text.lower() == 'none' else int(text)
+
+
+def _objects_per_class(text: str) -> Union[int, Dict[str, int]]:
+    """``'50'`` or ``'train=50,val=10'``."""
+    if '=' not in text:
+        return int(text)
+    pairs = [p.split('=', 1) for p in text.split(',')]
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f'write K or split=K,split=K; got {text!r}')
+    return {k.strip(): int(v) for k, v in pairs}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -48,6 +58,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument('--views', type=int, default=None, help='INRs per training image')
     b.add_argument('--seed', type=int, default=0)
     b.add_argument('--limit', type=int, default=None, help='use only N images (smoke runs)')
+    b.add_argument('--objects-per-class', type=_objects_per_class, default=None,
+                   help='K (every split) or train=K,val=K,test=K: the first K images of each class')
+    b.add_argument('--views-objects-per-class', type=int, default=None,
+                   help='give all --views only to the first M training images of each class')
     # Build settings: absent means the source's default, so none has a default here.
     opt = dict(default=argparse.SUPPRESS)
     b.add_argument('--val-views', type=int, **opt)
@@ -95,6 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             path = build_inr_dataset(
                 args.source, views=args.views, out=args.out, seed=args.seed, limit=args.limit,
                 source_dir=args.source_dir, shard=args.shard, overwrite=args.overwrite,
+                objects_per_class=args.objects_per_class,
+                views_objects_per_class=args.views_objects_per_class,
                 device=args.device, threads=args.threads or None, progress=not args.quiet,
                 **settings)
         elif args.command == 'merge':

@@ -159,8 +159,43 @@ def _limit_splits(splits: Dict[str, Tensor], limit: int) -> Dict[str, Tensor]:
             for s, v in splits.items()}
 
 
+def _subset_splits(splits: Dict[str, Tensor], labels: Tensor,
+                   objects_per_class: Dict[str, int]) -> Dict[str, Tensor]:
+    """Each split cut to the ``objects_per_class[split]`` objects of lowest
+    image index in every class; splits not named stay whole."""
+    return {s: v[store.first_objects(v, labels[v], objects_per_class[s])] if s in objects_per_class else v
+            for s, v in splits.items()}
+
+
+def _per_class(objects_per_class: Union[int, Dict[str, int], None]) -> Optional[Dict[str, int]]:
+    """``objects_per_class`` as ``{split: k}`` (an int applies to every split)."""
+    if objects_per_class is None:
+        return None
+    k = objects_per_class if isinstance(objects_per_class, dict) else \
+        {s: objects_per_class for s in store.SPLITS}
+    unknown = sorted(set(k) - set(store.SPLITS))
+    if unknown:
+        raise ValueError(f'objects_per_class names unknown split(s) {unknown}; splits are {store.SPLITS}')
+    bad = {s: v for s, v in k.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+    if bad:
+        raise ValueError(f'objects_per_class must be positive integers, got {bad}')
+    return {s: int(k[s]) for s in store.SPLITS if s in k}
+
+
+def _train_views(obj: Tensor, labels: Tensor, views: int, multi: Optional[int]) -> Tensor:
+    """Views of every training object: ``views`` for the first ``multi``
+    objects of each class (all, when ``multi`` is ``None``), one for the others."""
+    counts = torch.full((obj.numel(),), int(views), dtype=torch.long)
+    if multi is not None:
+        single = torch.ones(obj.numel(), dtype=torch.bool)
+        single[store.first_objects(obj, labels[obj], int(multi))] = False
+        counts[single] = 1
+    return counts
+
+
 def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dict[str, Any],
-          source_dir=None):
+          source_dir=None, objects_per_class: Optional[Dict[str, int]] = None,
+          views_objects_per_class: Optional[int] = None):
     if limit is not None and int(limit) < 1:
         raise ValueError(f'limit must be a positive number of images, got {limit}')
     if isinstance(source, str) and source in IDX_SOURCES:
@@ -179,6 +214,10 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
             images, labels = images[:int(limit)], labels[:int(limit)]
         splits = split_objects(labels, opts['val_fraction'], opts['test_fraction'], seed)
         split_kind = 'stratified'
+    if objects_per_class is not None:
+        splits = _subset_splits(splits, labels, objects_per_class)
+    if views_objects_per_class is not None and int(views_objects_per_class) < 1:
+        raise ValueError(f'views_objects_per_class must be at least 1, got {views_objects_per_class}')
     if int(views) < 1:
         raise ValueError(f'views must be at least 1, got {views}')
     for k in ('val_views', 'test_views'):
@@ -191,15 +230,22 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
     settings = dict(source=name, source_fingerprint=_fingerprint(images, labels), views=int(views),
                     seed=int(seed), limit=None if limit is None else int(limit),
                     image_shape=list(images.shape[1:]), split=split_kind, **opts)
+    if objects_per_class is not None:       # only when set: older builds' settings stay equal
+        settings['objects_per_class'] = dict(objects_per_class)
+    if views_objects_per_class is not None:
+        settings['views_objects_per_class'] = int(views_objects_per_class)
     settings['hidden'] = [int(h) for h in settings['hidden']]
     settings['grid'] = None if opts['grid'] is None else int(opts['grid'])
     per_split = {'train': int(views), 'val': int(opts['val_views']), 'test': int(opts['test_views'])}
     rows = []   # (split index, object id, view) for every INR, in build order
     for s_i, s in enumerate(store.SPLITS):
         obj = splits[s]
-        V = per_split[s]
-        rows.append(torch.stack([torch.full((obj.numel() * V,), s_i, dtype=torch.long),
-                                 obj.repeat_interleave(V), torch.arange(V).repeat(obj.numel())]))
+        counts = _train_views(obj, labels, per_split[s], views_objects_per_class) if s == 'train' else \
+            torch.full((obj.numel(),), per_split[s], dtype=torch.long)
+        start = torch.cumsum(counts, 0) - counts          # each object's first row
+        n = int(counts.sum())
+        view = torch.arange(n) - start.repeat_interleave(counts)
+        rows.append(torch.stack([torch.full((n,), s_i, dtype=torch.long), obj.repeat_interleave(counts), view]))
     table = torch.cat(rows, dim=1)             # [3, T]
     return images, labels, splits, per_split, settings, table
 
@@ -358,6 +404,8 @@ def build_inr_dataset(
     *,
     source_dir: Union[str, os.PathLike, None] = None,
     shard: Optional[Tuple[int, int]] = None,
+    objects_per_class: Union[int, Dict[str, int], None] = None,
+    views_objects_per_class: Optional[int] = None,
     overwrite: bool = False,
     device: Union[str, torch.device, None] = None,
     threads: Optional[int] = 1,
@@ -393,6 +441,15 @@ def build_inr_dataset(
         limit: use only ``limit`` images (tests, smoke runs): the first ones,
             or for a fixed split the first of each split in proportion.
         source_dir: where an idx source's files are (``fashion-mnist``, ``mnist``).
+        objects_per_class: build only the first ``k`` objects (lowest image
+            indices) of every class: the low-data regime of a study;
+            an int for every split or ``{split: k}`` for some
+            (e.g. ``{'train': 500, 'val': 100, 'test': 200}``).
+        views_objects_per_class: give all ``views`` only to the first
+            ``m`` training objects of every class, one view to the others
+            (a views-vs-objects study without fitting views nobody reads);
+            :class:`~nngraph.data.INRGraphDataset` then refuses ``views > 1``
+            unless ``objects_per_class <= m``.
         shard: ``(i, n)``: fit only the ``i``-th of ``n`` disjoint slices and
             write ``out/shards/shard-i-of-n.pt`` (returns that path); join the
             shards with :func:`merge_shards`.
@@ -423,7 +480,8 @@ def build_inr_dataset(
     views = default_views if views is None else views
     out = os.path.expanduser(os.fspath(out)) if out is not None else \
         data_root(source if isinstance(source, str) else 'custom')
-    images, labels, splits, per_split, settings, table = _plan(source, views, seed, limit, opts, source_dir)
+    images, labels, splits, per_split, settings, table = _plan(
+        source, views, seed, limit, opts, source_dir, _per_class(objects_per_class), views_objects_per_class)
     settings = json.loads(json.dumps(settings))   # the form it has after a JSON round trip
     device = torch.device(device) if device is not None else torch.device('cpu')
     chunks = _chunks(table.shape[1], settings['chunk_size'])

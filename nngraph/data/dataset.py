@@ -48,8 +48,9 @@ class INRGraphDataset(Dataset):
         FileNotFoundError: no complete build in ``root``, or a split file
             missing (named).
         ValueError: an unknown split, a truncated or corrupt split file
-            (named), ``views`` beyond what was built for this split,
-            ``objects_per_class`` below 1.
+            (named), ``views`` beyond what was built for this split (or for
+            one of the selected objects, in a build that gave all views only
+            to its first objects of each class), ``objects_per_class`` below 1.
     """
 
     def __init__(self, root: Union[str, os.PathLike], split: str = 'train', views: Optional[int] = None,
@@ -90,8 +91,19 @@ class INRGraphDataset(Dataset):
         else:
             keep = torch.arange(view_id.numel())
         if objects_per_class is not None:
-            keep = keep[_first_objects(record['object_id'][keep].long(), record['y'][keep].long(),
+            keep = keep[store.first_objects(record['object_id'][keep].long(), record['y'][keep].long(),
                                        int(objects_per_class))]
+        if views is not None and keep.numel():
+            # A build may give only its first objects of each class all views
+            # (build_inr_dataset(views_objects_per_class=...)): refuse a request
+            # that would mix objects of several views with single-view ones.
+            objects, counts = torch.unique(record['object_id'][keep], return_counts=True)
+            short = objects[counts < int(views)]
+            if short.numel():
+                raise ValueError(
+                    f'views={views} but {short.numel()} object(s) of split {self.split!r} of '
+                    f'{self.path!r} have fewer views (e.g. object {int(short[0])}: the build gave all '
+                    f'views only to its first objects of each class); ask for fewer objects_per_class')
         self.views = built if views is None else int(views)
         self.objects_per_class = objects_per_class
         self._weights: List[Tensor] = [w[keep].contiguous() for w in record['weights']]
@@ -179,18 +191,3 @@ class INRGraphDataset(Dataset):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.path!r}, split={self.split!r}, '
                 f'views={self.views}, len={len(self)})')
-
-
-def _first_objects(object_id: Tensor, y: Tensor, k: int) -> Tensor:
-    """Indices of the items whose object is among the ``k`` lowest object ids
-    of its class."""
-    if k < 1:
-        raise ValueError(f'objects_per_class must be at least 1, got {k}')
-    objects, inverse = torch.unique(object_id, return_inverse=True)      # sorted object ids
-    label = torch.zeros_like(objects).scatter_(0, inverse, y)
-    # Rank of each object within its class, in object-id order (stable sort by label).
-    order = torch.sort(label, stable=True).indices
-    first = torch.searchsorted(label[order], label[order], right=False)
-    rank = torch.empty_like(objects)
-    rank[order] = torch.arange(objects.numel()) - first
-    return (rank[inverse] < k).nonzero().squeeze(1)

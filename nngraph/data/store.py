@@ -27,6 +27,7 @@ import os
 from typing import Any, Dict
 
 import torch
+from torch import Tensor
 
 from nngraph._atomic import atomic_path
 
@@ -132,3 +133,18 @@ def read_split(root: str, split: str, manifest: Dict[str, Any] | None = None) ->
     if missing:
         raise ValueError(f'split file {path!r} lacks {missing}')
     return record
+
+
+def first_objects(object_id: Tensor, y: Tensor, k: int) -> Tensor:
+    """Indices of the items whose object is among the ``k`` lowest object ids
+    of its class (the builder's and the reader's ``objects_per_class``)."""
+    if k < 1:
+        raise ValueError(f'objects_per_class must be at least 1, got {k}')
+    objects, inverse = torch.unique(object_id, return_inverse=True)      # sorted object ids
+    label = torch.zeros_like(objects).scatter_(0, inverse, y)
+    # Rank of each object within its class, in object-id order (stable sort by label).
+    order = torch.sort(label, stable=True).indices
+    first = torch.searchsorted(label[order], label[order], right=False)
+    rank = torch.empty_like(objects)
+    rank[order] = torch.arange(objects.numel()) - first
+    return (rank[inverse] < k).nonzero().squeeze(1)

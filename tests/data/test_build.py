@@ -83,6 +83,46 @@ def test_more_views_extend_fewer_views(tmp_path):
     torch.testing.assert_close(a.stacked_weights()[0][1], b.stacked_weights()[0][1], rtol=1e-4, atol=1e-5)
 
 
+def test_objects_per_class_and_views_objects_per_class_build_a_low_data_subset(tmp_path):
+    """A study's subset: the first k objects of each class per split, all
+    views only for the first m training objects, every INR the network the
+    full build fits for that (object, view)."""
+    full = build_inr_dataset('digits', out=tmp_path / 'full', views=3, **tiny(limit=120))
+    sub = build_inr_dataset('digits', out=tmp_path / 'sub', views=3, **tiny(limit=120),
+                            objects_per_class={'train': 3, 'test': 1}, views_objects_per_class=2)
+    for split, k in (('train', 3), ('val', None), ('test', 1)):
+        a, b = INRGraphDataset(full, split), INRGraphDataset(sub, split)
+        objects = torch.unique(a.object_id)
+        labels = torch.zeros(int(objects.max()) + 1, dtype=torch.long)
+        labels[a.object_id] = a.y
+        expect = objects if k is None else torch.cat(
+            [objects[labels[objects] == c][:k] for c in range(10)]).sort().values
+        assert torch.equal(torch.unique(b.object_id), expect), split
+    train = INRGraphDataset(sub, 'train')
+    views = torch.zeros(int(train.object_id.max()) + 1, dtype=torch.long).index_add_(
+        0, train.object_id, torch.ones_like(train.object_id))[torch.unique(train.object_id)]
+    assert sorted(views.tolist()) == [1] * 10 + [3] * 20       # 2 of 3 objects per class have 3 views
+    # The same (object, view) is the same network as in the full build.
+    a, b = INRGraphDataset(full, 'train'), train
+    key = lambda ds: (ds.object_id * 16 + ds.view_id).tolist()
+    where = {k: i for i, k in enumerate(key(a))}
+    idx = torch.tensor([where[k] for k in key(b)])
+    torch.testing.assert_close(b.stacked_weights()[0][1], a.stacked_weights()[0][1][idx], rtol=1e-4, atol=1e-5)
+    # Reading views > 1 is allowed only within the multi-view objects.
+    assert len(INRGraphDataset(sub, 'train', views=3, objects_per_class=2)) == 60
+    assert len(INRGraphDataset(sub, 'train', views=1)) == 30
+    with pytest.raises(ValueError, match=r'views=2 but 10 object\(s\) .* have fewer views'):
+        INRGraphDataset(sub, 'train', views=2)
+    with pytest.raises(ValueError, match=r"objects_per_class names unknown split\(s\) \['dev'\]"):
+        build_inr_dataset('digits', out=tmp_path / 'bad', views=1, objects_per_class={'dev': 2}, **tiny())
+    with pytest.raises(ValueError, match='objects_per_class must be positive integers'):
+        build_inr_dataset('digits', out=tmp_path / 'bad', views=1, objects_per_class=0, **tiny())
+    assert main(['build', 'digits', '--out', str(tmp_path / 'cli'), '--views', '2', '--limit', '60',
+                 '--grid', '8', '--steps', '5', '--quiet', '--objects-per-class', 'train=2,val=1,test=1',
+                 '--views-objects-per-class', '1']) == 0
+    assert len(INRGraphDataset(tmp_path / 'cli', 'train')) == 30 and len(INRGraphDataset(tmp_path / 'cli', 'val')) <= 10
+
+
 def test_shards_merge_to_the_one_shot_build(tmp_path):
     one = build_inr_dataset('digits', out=tmp_path / 'one', views=2, **tiny())
     for i in range(3):
