@@ -57,7 +57,8 @@ STUDY_DEFAULTS: Dict[str, Any] = {
     'base': {},                # train.py config every cell starts from
     'models': {},              # model name -> config update (e.g. {model: {name: flat}})
     'rows': [],                # {name, label, config} or {name, label, best_of, baseline};
-                               # any row may add `published`: the published figure, shown beside
+                               # any row may add `published`: the published figure, shown beside,
+                               # `seeds` (its own) and `models` (the models that run it; default all)
     'curves': [],              # rows whose train/test curves the figure shows
     'quick': {},               # --quick: a study update that makes the grid tiny
     'notes': '',               # Markdown printed under the table: sources, how to read it
@@ -110,9 +111,14 @@ def _check_rows(study: Dict[str, Any], path: str) -> None:
     if dup:
         raise ValueError(f'{path}: duplicate row names {dup}')
     for row in study['rows']:
-        extra = sorted(set(row) - {'name', 'label', 'config', 'best_of', 'baseline', 'published', 'seeds'})
+        extra = sorted(set(row) - {'name', 'label', 'config', 'best_of', 'baseline', 'published', 'seeds',
+                                   'models'})
         if extra:
             raise ValueError(f"{path}: row {row['name']!r} has unknown keys {extra}")
+        unknown = sorted(set(row.get('models', [])) - set(study['models']))
+        if unknown:
+            raise ValueError(f"{path}: row {row['name']!r} names unknown models {unknown}; "
+                             f"the study's models are {sorted(study['models'])}")
         for family in row.get('best_of', []):
             missing = [n for n in family if n not in names or n == row['name']]
             if missing:
@@ -159,7 +165,8 @@ def cells(study: Dict[str, Any], best: bool = False) -> List[Tuple[str, Dict[str
     best-combination rows (``best=True``); models in order, so the slowest
     model's cells start first."""
     return [(m, r, int(s)) for m in study['models'] for r in study['rows']
-            if ('best_of' in r) == best for s in row_seeds(study, r)]
+            if ('best_of' in r) == best and m in r.get('models', study['models'])
+            for s in row_seeds(study, r)]
 
 
 # --------------------------------------------------------------------------- #
@@ -486,17 +493,18 @@ def plot_report(path: str, study: Dict[str, Any], metrics) -> None:
         cax = fig.add_subplot(grid[i, 1])
         for j, name in enumerate(study['curves']):
             hist = [metrics[(m, name, s)]['epochs'] for s in row_seeds(study, rows[name]) if (m, name, s) in metrics]
-            hist = [h for h in hist if h and 'test_acc' in h[0]]
+            hist = [h for h in hist if h and 'val_acc' in h[0]]
             if not hist:
                 continue
             n = min(len(h) for h in hist)
             ep = np.arange(1, n + 1)
+            held = 'test' if all('test_acc' in h[0] for h in hist) else 'val'   # test only at the end: val
             tr = 100 * np.mean([[e['train_acc'] for e in h[:n]] for h in hist], axis=0)
-            te = 100 * np.mean([[e['test_acc'] for e in h[:n]] for h in hist], axis=0)
+            te = 100 * np.mean([[e[f'{held}_acc'] for e in h[:n]] for h in hist], axis=0)
             c = colors[j % len(colors)]
             cax.plot(ep, tr, '-', color=c, label=f'{name}: train')
-            cax.plot(ep, te, '--', color=c, label=f'{name}: test')
-        cax.set_title(f'{m}: train (augmented batches, solid) vs test (dashed)', fontsize=9)
+            cax.plot(ep, te, '--', color=c, label=f'{name}: {held}')
+        cax.set_title(f'{m}: train (augmented batches, solid) vs held-out (dashed)', fontsize=9)
         cax.set_xlabel('epoch')
         cax.set_ylabel('accuracy (%)')
         cax.grid(alpha=0.3)

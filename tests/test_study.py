@@ -82,6 +82,7 @@ def test_shipped_study_loads_and_covers_the_paper_rows():
     ({'name': 'a', 'colour': 1}, r"row 'a' has unknown keys \['colour'\]"),
     ({'name': 'b', 'best_of': [['nope']], 'baseline': 'none'}, r"row 'b': best_of names unknown rows \['nope'\]"),
     ({'name': 'b', 'best_of': [['none']]}, "row 'b' needs baseline"),
+    ({'name': 'c', 'models': ['mlp']}, r"row 'c' names unknown models \['mlp'\]; the study's models are \['gnn'\]"),
 ])
 def test_bad_rows_are_named(tmp_path, row, match):
     path = tmp_path / 's.yaml'
@@ -251,6 +252,69 @@ def test_shipped_calibration_study_sets_published_figures_beside_each_baseline()
     assert len(S.cells(quick)) == len(quick['rows'])        # one seed per row, own seeds or not
     assert quick['dataset']['out'] == quick['base']['data']['root'] != study['dataset']['out']
     assert quick['results'] != study['results'] and quick['dataset']['limit']
+
+
+def test_a_row_runs_only_for_the_models_it_names(tmp_path):
+    path = tmp_path / 's.yaml'
+    path.write_text(yaml.safe_dump({'models': {'gnn': {}, 'flat': {'model': {'name': 'flat'}}}, 'seeds': [0, 1],
+                                    'rows': [{'name': 'none'}, {'name': 'perm', 'models': ['flat']}]}))
+    study = S.load_study(str(path))
+    assert sorted((m, r['name'], s) for m, r, s in S.cells(study)) == [
+        ('flat', 'none', 0), ('flat', 'none', 1), ('flat', 'perm', 0), ('flat', 'perm', 1),
+        ('gnn', 'none', 0), ('gnn', 'none', 1)]
+
+
+FMNIST_STUDY = os.path.join(ROOT, 'configs', 'study-fmnist.yaml')
+
+
+def test_shipped_fmnist_study_is_the_low_data_grid_of_the_paper():
+    study = S.load_study(FMNIST_STUDY)
+    rows = {r['name']: r for r in study['rows']}
+    for row in ('none', 'views-2', 'views-5', 'views-10', 'objects-100', 'objects-250', 'objects-500',
+                'permutation', 'sign-flip', 'input-space', 'noise', 'mixup-vanilla', 'mixup-permute',
+                'mixup-align', 'mixup-align-signs', 'best', 'ssl', 'ssl-noise'):
+        assert row in rows
+    d = study['dataset']
+    views, objects = d['views'], d['objects_per_class']['train']
+    for model, row, seed in S.cells(study):
+        cfg = S.cell_config(study, model, row, seed)
+        data = cfg['data']
+        assert data['source'] == 'fashion-mnist' and data['root'] == d['out']
+        # every cell reads only INRs the build fits
+        assert data['views'] <= views and data['objects_per_class'] <= objects
+        assert data['views'] == 1 or data['objects_per_class'] <= d['views_objects_per_class']
+        if model == 'gnn':     # the weight-only GNN: no probe features, sign-canonical
+            assert cfg['model']['probe_points'] == 0 and cfg['model']['canonical_signs'] == 'out'
+        else:
+            assert cfg['model']['name'] == 'aligned_mlp' and cfg['model']['align_signs']
+    # the same number of training graphs in every supervised cell
+    sizes = {S.cell_config(study, m, r, s)['data']['samples_per_epoch'] * S.cell_config(study, m, r, s)['optim']['epochs']
+             for m, r, s in S.cells(study) if r.get('config', {}).get('mode') is None}
+    assert sizes == {30000}
+    assert [m for m, r, s in S.cells(study) if r['name'] == 'permutation'] == ['aligned'] * 3
+    assert {m for m, r, s in S.cells(study) if r['name'].startswith('ssl')} == {'gnn'}
+    quick = S.load_study(FMNIST_STUDY, quick=True)
+    assert quick['dataset']['out'] == quick['base']['data']['root'] != d['out']
+    assert quick['results'] != study['results'] and len(quick['seeds']) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_FMNIST, reason='apt-get install -y dataset-fashion-mnist')
+def test_quick_fmnist_study_end_to_end(tmp_path):
+    """The FMNIST study's --quick grid: the subset build (views for the first
+    objects only), every cell, the best row, the report."""
+    study = S.load_study(FMNIST_STUDY, quick=True)
+    study['runs_dir'] = str(tmp_path / 'runs')
+    study['results'] = str(tmp_path / 'report')
+    study['dataset']['out'] = study['base']['data']['root'] = str(tmp_path / 'data')
+    assert S.run_study(study, progress=False) == []
+    n = len(S.cells(study)) + len(S.cells(study, best=True))
+    md = (tmp_path / 'report.md').read_text()
+    assert f'{n} of {n} cells finished' in md
+    line = next(x for x in md.splitlines() if x.startswith('| neuron permutation |'))
+    cols = [c.strip() for c in line.strip('|').split('|')][1:]
+    assert cols[:4] == ['—'] * 4 and '—' not in cols[4:]     # the GNN does not run it, the aligned MLP does
+    assert (tmp_path / 'report.png').stat().st_size > 0
 
 
 def test_notes_are_printed_under_the_table(tmp_path):

@@ -223,6 +223,19 @@ def test_supervised_metrics_report_the_clean_training_accuracy(tmp_path):
     assert again['acc'] == pytest.approx(saved['train_acc'])
 
 
+def test_test_split_scored_once_when_not_every_epoch(tmp_path):
+    """data.test_every_epoch=false: the history has no test column and the
+    final test accuracy is that of the epoch every-epoch testing selects."""
+    every = T.run(toy_config(tmp_path / 'a', **{'optim.epochs': 3}), progress=False)
+    once = T.run(toy_config(tmp_path / 'b', **{'optim.epochs': 3, 'data.test_every_epoch': False}),
+                 progress=False)
+    assert all('test_acc' not in h and 'test_loss' not in h for h in once['epochs'])
+    assert [h['val_acc'] for h in once['epochs']] == [h['val_acc'] for h in every['epochs']]
+    assert once['best_epoch'] == every['best_epoch']
+    assert once['test_acc'] == every['epochs'][every['best_epoch']]['test_acc'] == every['test_acc']
+    assert (tmp_path / 'b' / 'toy' / 'curves.png').stat().st_size > 0
+
+
 def test_objects_per_class_is_refused_for_the_toy_set(tmp_path):
     with pytest.raises(ValueError, match="data.objects_per_class .* 'toy'"):
         T.run(toy_config(tmp_path, **{'data.objects_per_class': 2}), progress=False)

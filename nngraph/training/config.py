@@ -37,6 +37,7 @@ DEFAULTS: Dict[str, Any] = {
         'batch_size': 64,
         'eval_batch_size': 256,
         'num_workers': 0,
+        'test_every_epoch': True,   # False: the test split only once, for the selected model (faster)
     },
     'transforms': [],           # list of names or {Name: {arg: value}}; see nngraph.transforms
     'model': {

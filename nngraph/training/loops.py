@@ -118,19 +118,22 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
         train_time += epoch_time
         train_graphs += count
         v = evaluate(model, val_loader, device, dist_)
-        t = evaluate(model, test_loader, device, dist_)
         row = {'epoch': epoch, 'train_loss': loss_sum / max(count, 1), 'train_acc': correct / max(count, 1),
-               'val_loss': v['loss'], 'val_acc': v['acc'], 'test_loss': t['loss'], 'test_acc': t['acc'],
-               'lr': scheduler.get_last_lr()[0], 'epoch_time_s': epoch_time,
-               'graphs_per_s': count / max(epoch_time, 1e-9)}
+               'val_loss': v['loss'], 'val_acc': v['acc']}
+        if d['test_every_epoch']:
+            t = evaluate(model, test_loader, device, dist_)
+            row.update(test_loss=t['loss'], test_acc=t['acc'])
+        row.update(lr=scheduler.get_last_lr()[0], epoch_time_s=epoch_time,
+                   graphs_per_s=count / max(epoch_time, 1e-9))
         history.append(row)
         if v['acc'] > best['val_acc']:
             best = {'epoch': epoch, 'val_acc': v['acc'],
                     'state': {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}}
         if dist_.main:
             if progress:
-                tqdm.write(f"epoch {epoch + 1}: train {row['train_acc']:.3f} val {v['acc']:.3f} "
-                           f"test {t['acc']:.3f} ({row['graphs_per_s']:.0f} graphs/s)")
+                test = f" test {row['test_acc']:.3f}" if 'test_acc' in row else ''
+                tqdm.write(f"epoch {epoch + 1}: train {row['train_acc']:.3f} val {v['acc']:.3f}{test} "
+                           f"({row['graphs_per_s']:.0f} graphs/s)")
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, history=history, best=best,
                             rng=rng_state(), config=config,
