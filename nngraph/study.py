@@ -406,6 +406,25 @@ def _machine() -> str:
             f'Python {platform.python_version()}, torch {torch.__version__}')
 
 
+def _build_summary(out: Optional[str]) -> str:
+    """One line on the dataset build the cells read (from its manifest), or
+    ``''`` where there is none."""
+    from nngraph.data import store
+    if not out:
+        return ''
+    try:
+        manifest = store.read_manifest(os.path.expanduser(out))
+    except (OSError, ValueError):
+        return ''
+    splits, st = manifest['splits'], manifest['settings']
+    counts = ' / '.join(f"{splits[s]['num_inrs']:,} {s} INRs of {splits[s]['num_objects']:,} images"
+                        for s in ('train', 'val', 'test') if s in splits)
+    psnr = ', '.join(f"{s} {splits[s]['psnr_mean']:.1f}" for s in ('train', 'val', 'test')
+                     if splits.get(s, {}).get('psnr_mean') is not None)
+    return (f"Build: {counts}; `{manifest['convention']}`, {st.get('steps')} steps at lr {st.get('lr')}; "
+            f'mean PSNR (dB) {psnr}.')
+
+
 def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], elapsed: float,
                     command: str) -> str:
     """The report table (and how it was made) as Markdown."""
@@ -424,6 +443,9 @@ def render_markdown(study: Dict[str, Any], metrics, selection: Dict[str, Any], e
     if study['dataset']:
         args = ', '.join(f'{k}={v!r}' for k, v in study['dataset'].items())
         out.append(f'Dataset: `nngraph.data.build_inr_dataset({args})`.')
+        built = _build_summary(study['dataset'].get('out'))
+        if built:
+            out.append(built)
     out += ['', head, sep]
     for key, label, per_model in table_rows(study, metrics):
         cols = []

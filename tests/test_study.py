@@ -311,6 +311,7 @@ def test_quick_fmnist_study_end_to_end(tmp_path):
     n = len(S.cells(study)) + len(S.cells(study, best=True))
     md = (tmp_path / 'report.md').read_text()
     assert f'{n} of {n} cells finished' in md
+    assert 'Build: 220 train INRs of 40 images / 10 val INRs of 10 images / 10 test INRs' in md
     line = next(x for x in md.splitlines() if x.startswith('| neuron permutation |'))
     cols = [c.strip() for c in line.strip('|').split('|')][1:]
     assert cols[:4] == ['—'] * 4 and '—' not in cols[4:]     # the GNN does not run it, the aligned MLP does
