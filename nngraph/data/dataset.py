@@ -61,7 +61,7 @@ class INRGraphDataset(Dataset):
             raise ValueError(f'unknown split {split!r}; choose one of {store.SPLITS}')
         if format not in FORMATS:
             raise ValueError(f'unknown dataset format {format!r}; choose one of {FORMATS}')
-        self.path = os.fspath(root)
+        self.path = os.path.expanduser(os.fspath(root))
         self.split = split
         if format == 'auto':
             from nngraph.data.published import detect_format

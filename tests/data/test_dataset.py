@@ -23,6 +23,14 @@ def test_items_are_parameter_graphs_with_ids(small_build):
     assert int(g.y) == int(ds.y[3]) and int(g.object_id) == int(ds.object_id[3])
 
 
+def test_a_root_under_home_is_expanded(small_build, monkeypatch):
+    """'~/...' reads the build under $HOME, as the README's example does."""
+    import os
+    monkeypatch.setenv('HOME', os.path.dirname(small_build))
+    ds = INRGraphDataset(os.path.join('~', os.path.basename(small_build)), 'train')
+    assert ds.path == str(small_build) and len(ds) == len(INRGraphDataset(small_build, 'train'))
+
+
 def test_graph_evaluates_to_its_image_at_the_reported_psnr(small_build):
     ds = INRGraphDataset(small_build, 'test')
     for k in range(len(ds)):
