@@ -182,8 +182,8 @@ def _per_class(objects_per_class: Union[int, Dict[str, int], None]) -> Optional[
     return {s: int(k[s]) for s in store.SPLITS if s in k}
 
 
-def _train_views(obj: Tensor, labels: Tensor, views: int, multi: Optional[int]) -> Tensor:
-    """Views of every training object: ``views`` for the first ``multi``
+def _views_per_object(obj: Tensor, labels: Tensor, views: int, multi: Optional[int]) -> Tensor:
+    """Views of every object of a split: ``views`` for the first ``multi``
     objects of each class (all, when ``multi`` is ``None``), one for the others."""
     counts = torch.full((obj.numel(),), int(views), dtype=torch.long)
     if multi is not None:
@@ -240,8 +240,7 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
     rows = []   # (split index, object id, view) for every INR, in build order
     for s_i, s in enumerate(store.SPLITS):
         obj = splits[s]
-        counts = _train_views(obj, labels, per_split[s], views_objects_per_class) if s == 'train' else \
-            torch.full((obj.numel(),), per_split[s], dtype=torch.long)
+        counts = _views_per_object(obj, labels, per_split[s], views_objects_per_class if s == 'train' else None)
         start = torch.cumsum(counts, 0) - counts          # each object's first row
         n = int(counts.sum())
         view = torch.arange(n) - start.repeat_interleave(counts)
