@@ -252,16 +252,26 @@ def collect(study: Dict[str, Any]) -> Dict[Tuple[str, str, int], Dict[str, Any]]
 # Running the grid
 # --------------------------------------------------------------------------- #
 
+#: Config keys that say how a cell runs, not what it computes: a finished (or
+#: checkpointed) cell stays valid when only these change.
+EXECUTION_KEYS = ('compile',)
+
+
 def _same_config(run_dir: str, cfg: Dict[str, Any]) -> bool:
-    """Whether the run in ``run_dir`` ran ``cfg``. The saved config is read
-    over today's defaults first, so a config key added since (at its default)
-    does not make every finished cell stale."""
+    """Whether the run in ``run_dir`` ran ``cfg``, up to :data:`EXECUTION_KEYS`.
+    The saved config is read over today's defaults first, so a config key
+    added since (at its default) does not make every finished cell stale."""
     try:
         with open(os.path.join(run_dir, 'config.yaml')) as f:
             saved = training.merge_config(training.DEFAULTS, yaml.safe_load(f))
-        return saved == cfg
     except (OSError, ValueError, yaml.YAMLError):
         return False
+    return _experiment(saved) == _experiment(cfg)
+
+
+def _experiment(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``cfg`` without its :data:`EXECUTION_KEYS`."""
+    return {k: v for k, v in cfg.items() if k not in EXECUTION_KEYS}
 
 
 def _run_cell(cfg: Dict[str, Any], config_path: str, log_path: str, threads: int) -> Tuple[str, int]:

@@ -357,3 +357,10 @@ def test_a_config_key_added_since_does_not_make_finished_cells_stale(tmp_path):
     assert S._same_config(str(tmp_path), cfg)
     changed = T.merge_config(cfg, {'model': {'canonical_signs': 'out'}})
     assert not S._same_config(str(tmp_path), changed)
+
+
+def test_how_a_cell_runs_does_not_make_it_stale(tmp_path):
+    cfg = T.merge_config(T.DEFAULTS, {'model': {'name': 'flat'}})
+    T.write_yaml(str(tmp_path / 'config.yaml'), cfg)
+    assert S._same_config(str(tmp_path), T.merge_config(cfg, {'compile': True}))
+    assert not S._same_config(str(tmp_path), T.merge_config(cfg, {'seed': 1}))

@@ -175,6 +175,25 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert resumed['test_acc'] == full['test_acc'] and resumed['best_epoch'] == full['best_epoch']
 
 
+@pytest.mark.slow
+def test_compiled_run_computes_what_the_eager_run_does(tmp_path):
+    eager = T.run(toy_config(tmp_path / 'a', **{'optim.epochs': 2}), progress=False)
+    compiled = T.run(toy_config(tmp_path / 'b', **{'optim.epochs': 2, 'compile': 'true'}), progress=False)
+    for e, c in zip(eager['epochs'], compiled['epochs']):
+        for key in ('train_loss', 'val_loss', 'test_loss'):
+            assert c[key] == pytest.approx(e[key], rel=1e-4), key
+    # The checkpoint holds the plain module's state: no torch.compile prefixes,
+    # so an eager run resumes it and every loader reads it.
+    ck_e = torch.load(tmp_path / 'a' / 'toy' / 'checkpoint.pt', weights_only=False)
+    ck_c = torch.load(tmp_path / 'b' / 'toy' / 'checkpoint.pt', weights_only=False)
+    assert list(ck_c['model']) == list(ck_e['model'])
+
+
+def test_compile_must_be_a_boolean(tmp_path):
+    with pytest.raises(ValueError, match='compile must be true or false'):
+        toy_config(tmp_path, compile='1')
+
+
 def test_flat_baseline_runs(tmp_path):
     m = T.run(toy_config(tmp_path, **{'model.name': 'flat', 'optim.epochs': 2}), progress=False)
     assert len(m['epochs']) == 2 and 0 <= m['test_acc'] <= 1

@@ -314,6 +314,9 @@ class GNNEncoder(nn.Module):
         self.readout = nn.Linear(width, self.out_dim)
 
     # ------------------------------------------------------------------ checks
+    # Under torch.compile the checks run eagerly (a graph break): they read
+    # Python-side sizes and compare index tensors, nothing worth tracing.
+    @torch.compiler.disable
     def check(self, batch: Union[Data, Batch]) -> List[Tuple[int, ...]]:
         """Raises ``ValueError`` if some graph does not fit the encoder; returns
         the layer sizes of every graph."""

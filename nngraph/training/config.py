@@ -25,6 +25,7 @@ DEFAULTS: Dict[str, Any] = {
     'seed': 0,
     'mode': 'supervised',       # supervised | contrastive | probe | contrastive+probe
     'device': 'auto',           # auto | cpu | cuda
+    'compile': False,           # torch.compile the model (CPU: needs a C++ compiler; ~1.3-1.6x, see benchmarks/training.py)
     'data': {
         'source': 'digits',     # digits (built if absent) | fashion-mnist (an existing build) | inr | toy
         'root': 'data/digits',  # a build of the source, or any INRGraphDataset folder (source inr); ~ expanded
@@ -156,6 +157,8 @@ def validate(config: Dict[str, Any]) -> None:
                          'has none (use data.limit)')
     if config['device'] not in ('auto', 'cpu', 'cuda'):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {config['device']!r}")
+    if not isinstance(config['compile'], bool):
+        raise ValueError(f"compile must be true or false, got {config['compile']!r}")
     if not isinstance(config['transforms'], list):
         raise ValueError(f"transforms must be a list, got {type(config['transforms']).__name__}")
     for key in ('epochs', 'warmup_epochs'):

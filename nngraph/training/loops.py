@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from nngraph.training.data import prepare_data, train_loader
 from nngraph.training.distributed import Distributed, shard
 from nngraph.training.losses import hard_labels, soft_cross_entropy, warmup_cosine
-from nngraph.training.models import build_model, fit_normalization
+from nngraph.training.models import build_model, fit_normalization, maybe_compile
 from nngraph.training.run_dir import (plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics,
                                       run_metrics)
 
@@ -70,7 +70,10 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     model = build_model(config, K, sizes)
     fit_normalization(model, source)
     model = model.to(device)
-    ddp = nn.parallel.DistributedDataParallel(model) if dist_.enabled else model
+    ddp = maybe_compile(nn.parallel.DistributedDataParallel(model) if dist_.enabled else model, config)
+    # Evaluation never goes through DDP (its forward syncs buffers across ranks,
+    # and sharded splits may give ranks different batch counts).
+    scorer = model if dist_.enabled else ddp
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
                                     d['samples_per_epoch'])
@@ -117,11 +120,11 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
         loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
         train_time += epoch_time
         train_graphs += count
-        v = evaluate(model, val_loader, device, dist_)
+        v = evaluate(scorer, val_loader, device, dist_)
         row = {'epoch': epoch, 'train_loss': loss_sum / max(count, 1), 'train_acc': correct / max(count, 1),
                'val_loss': v['loss'], 'val_acc': v['acc']}
         if d['test_every_epoch']:
-            t = evaluate(model, test_loader, device, dist_)
+            t = evaluate(scorer, test_loader, device, dist_)
             row.update(test_loss=t['loss'], test_acc=t['acc'])
         row.update(lr=scheduler.get_last_lr()[0], epoch_time_s=epoch_time,
                    graphs_per_s=count / max(epoch_time, 1e-9))
@@ -145,10 +148,10 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     # ---- final evaluation of the best-on-validation model on the test split
     if best['state'] is not None:
         model.load_state_dict(best['state'])
-    final = evaluate(model, test_loader, device, dist_)
+    final = evaluate(scorer, test_loader, device, dist_)
     # The generalization gap's other end: the same model on the training
     # graphs as they are (no augmentation), not the running batch accuracy.
-    clean = evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    clean = evaluate(scorer, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
     extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
     wall = wall_before + time.perf_counter() - t_start
     metrics = run_metrics(config, history, best, final, wall, extra)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
                             GraphClassifier, ProjectionHead, StatNNEncoder)
 
-__all__ = ['MODELS', 'build_model', 'build_encoder', 'encoder_kwargs', 'fit_normalization', 'ContrastiveModel']
+__all__ = ['MODELS', 'build_model', 'maybe_compile', 'build_encoder', 'encoder_kwargs', 'fit_normalization', 'ContrastiveModel']
 
 #: The values of ``model.name``: the GNN, and DWSNets' calibration baselines
 #: (flat MLP on the raw weights, StatNN on weight statistics, flat MLP on
@@ -53,6 +54,14 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
                 dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
                 fourier_scale=m['fourier_scale'], probe_points=m['probe_points'],
                 canonical_signs=m['canonical_signs'])
+
+
+def maybe_compile(model: nn.Module, config: Dict[str, Any]) -> nn.Module:
+    """``torch.compile(model)`` when the config's ``compile`` is true, else
+    ``model``. The compiled module shares its parameters with ``model``, so
+    optimizers, checkpoints and ``load_state_dict`` keep using ``model``
+    (state-dict keys unchanged) while forwards go through the compiled one."""
+    return torch.compile(model) if config['compile'] else model
 
 
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
