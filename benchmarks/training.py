@@ -6,8 +6,13 @@ torch_geometric.utils.scatter, used for mixed architectures), and the same
 model fed dense padded [B, N, N, D] edge tensors (the approach of the
 neural-graphs code). Reports graphs/s, peak memory, and the FLOPs of the
 encoder's linear layers as a fraction of a plain large matmul timed here.
+With ``--compile`` it also times the block path through ``torch.compile``
+(what ``compile: true`` in a training config does) against the same encoder
+eager, at the default width.
 
     PYTHONPATH=. python benchmarks/training.py [--threads 2] [--widths 32,64,128]
+    PYTHONPATH=. python benchmarks/training.py --compile --aggr mean,max --canonical-signs out \
+        --widths 32,64 --batches 64 --no-dense      # the FMNIST encoder, eager vs compiled
 
 Last line: one JSON object with all figures.
 """
@@ -53,13 +58,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_fwd_bwd(enc: GNNEncoder, batch: Batch, path: str, seconds: float) -> dict:
+def time_fwd_bwd(enc: GNNEncoder, batch: Batch, path: str, seconds: float, compiled: bool = False) -> dict:
     """graphs/s of forward+backward, and extra memory (MB) of one step measured
-    with the torch profiler's allocator statistics where available."""
+    with the torch profiler's allocator statistics where available. With
+    ``compiled``, through ``torch.compile(enc)`` (compiled by the first steps,
+    which are not timed)."""
+    fn = torch.compile(enc) if compiled else enc
+
     def step():
         enc.zero_grad(set_to_none=True)
-        enc(batch, path=path).square().mean().backward()
+        fn(batch, path=path).square().mean().backward()
     step()
+    if compiled:
+        step()                      # the backward graph is compiled on the first steps
     gc.collect()
     mem = None
     try:
@@ -95,6 +106,9 @@ def main() -> None:
     p.add_argument('--seconds', type=float, default=2.0)
     p.add_argument('--no-dense', action='store_true')
     p.add_argument('--torch-scatter', action='store_true', help='also time torch-scatter directly')
+    p.add_argument('--compile', action='store_true', help='also time the block path under torch.compile')
+    p.add_argument('--aggr', default='mean', help="encoder aggregation, e.g. 'mean,max'")
+    p.add_argument('--canonical-signs', default=None, help="'out' or 'bias': the sign-canonical encoder")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -106,18 +120,22 @@ def main() -> None:
     except ImportError:
         have_ts = False
     results = {'matmul_gflops': peak, 'threads': args.threads, 'torch_scatter_installed': have_ts,
-               'layer_sizes': SIZES, 'layers': args.layers, 'runs': []}
+               'layer_sizes': SIZES, 'layers': args.layers, 'aggr': args.aggr,
+               'canonical_signs': args.canonical_signs, 'runs': []}
     widths = [int(w) for w in args.widths.split(',')]
     for B in (int(b) for b in args.batches.split(',')):
         batch = siren_batch(B)
         for D in widths:
-            enc = GNNEncoder(SIZES[0], SIZES[-1], hidden=2 * D, edge_hidden=D, layers=args.layers)
+            enc = GNNEncoder(SIZES[0], SIZES[-1], hidden=2 * D, edge_hidden=D, layers=args.layers,
+                             aggr=args.aggr, canonical_signs=args.canonical_signs)
             flops = 3 * enc.linear_flops(SIZES) * B       # forward + backward ~ 3x forward
             paths = ['blocks', 'sparse']
-            if D == args.default_width and not args.no_dense:
+            if D == args.default_width and not args.no_dense and args.aggr in ('mean', 'sum'):
                 paths.append('dense')
+            if args.compile:
+                paths.append('blocks+compile')
             for path in paths:
-                r = time_fwd_bwd(enc, batch, path, args.seconds)
+                r = time_fwd_bwd(enc, batch, path.split('+')[0], args.seconds, compiled=path.endswith('compile'))
                 r.update(batch=B, width=D, path=path, backend='pyg',
                          matmul_fraction=flops / r['step_s'] / 1e9 / peak)
                 results['runs'].append(r)
@@ -142,10 +160,11 @@ def main() -> None:
                 return r
     summary = {}
     for B in (int(b) for b in args.batches.split(',')):
-        blk, sp, de = get(B, 'blocks'), get(B, 'sparse'), get(B, 'dense')
+        blk, sp, de, co = get(B, 'blocks'), get(B, 'sparse'), get(B, 'dense'), get(B, 'blocks+compile')
         summary[B] = {'blocks_graphs_per_s': blk['graphs_per_s'], 'matmul_fraction': blk['matmul_fraction'],
                       'vs_sparse': blk['graphs_per_s'] / sp['graphs_per_s'],
-                      'vs_dense': blk['graphs_per_s'] / de['graphs_per_s'] if de else None}
+                      'vs_dense': blk['graphs_per_s'] / de['graphs_per_s'] if de else None,
+                      'compiled_vs_eager': co['graphs_per_s'] / blk['graphs_per_s'] if co else None}
     results['summary_default_width'] = summary
     results['peak_rss_mb'] = peak_rss_mb()
     print(json.dumps(results))
