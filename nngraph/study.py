@@ -17,8 +17,9 @@ model), kept only if it beats ``baseline``; its configs are merged in
 family order (transforms concatenated) and the choice is written to
 ``selection.json``.
 
-Re-running the command skips finished cells whose config is unchanged,
-resumes interrupted ones from their checkpoint and runs the rest. The report
+Re-running the command skips finished cells whose config is unchanged
+(keys that only say how a cell runs, :data:`EXECUTION_KEYS` such as
+``compile``, may change), resumes interrupted ones from their checkpoint and runs the rest. The report
 (``<results>.md``, ``<results>.png``) is computed from the run folders'
 ``metrics.json`` only.
 """
