@@ -85,8 +85,10 @@ def load_study(path: str, quick: bool = False) -> Dict[str, Any]:
     study = {**copy.deepcopy(STUDY_DEFAULTS), **raw}
     if quick:
         study = _merge(study, study['quick'])
-        # toy size: every row on the quick seeds, including rows that name their own
-        study['rows'] = [{k: v for k, v in r.items() if k != 'seeds'} for r in study['rows']]
+        # toy size: every row on the quick seeds, including rows that name their
+        # own, and run eagerly (compiling would take longer than the toy run)
+        study['rows'] = [{k: _experiment(v) if k == 'config' and isinstance(v, dict) else v
+                          for k, v in r.items() if k != 'seeds'} for r in study['rows']]
     study['name'] = study['name'] or os.path.splitext(os.path.basename(path))[0]
     study['results'] = study['results'] or os.path.join('results', study['name'])
     _check_rows(study, path)

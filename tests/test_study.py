@@ -234,11 +234,11 @@ HAVE_FMNIST = os.path.isfile('/usr/share/datasets/fashion-mnist/train-labels-idx
 def test_shipped_calibration_study_sets_published_figures_beside_each_baseline():
     study = S.load_study(CALIBRATION)
     rows = {r['name']: r for r in study['rows']}
-    assert set(rows) == {'flat', 'flat-perm', 'statnn', 'aligned', 'aligned-signs', 'gnn', 'gnn-wide',
-                         'gnn-probes'}
+    assert set(rows) == {'flat', 'flat-perm', 'statnn', 'aligned', 'aligned-signs', 'gnn', 'gnn-long',
+                         'gnn-wide', 'gnn-deep', 'gnn-probes'}
     assert {n: r.get('published') for n, r in rows.items() if r.get('published')} == {
         'flat': '19.91 ± 0.47', 'flat-perm': '22.76 ± 0.13', 'aligned': '47.79 ± 1.03',
-        'gnn': '68.0 (NG-GNN); ScaleGMN-B 80.78', 'gnn-wide': '68.0 (NG-GNN); ScaleGMN-B 80.78',
+        **{n: '68.0 (NG-GNN); ScaleGMN-B 80.78' for n in ('gnn', 'gnn-long', 'gnn-wide', 'gnn-deep')},
         'gnn-probes': '74.2 (NG-GNN + 64 probes)'}
     names = set()
     for model, row, seed in S.cells(study):
@@ -336,7 +336,7 @@ def test_quick_calibration_end_to_end(tmp_path):
     study['dataset']['out'] = study['base']['data']['root'] = str(tmp_path / 'data')
     assert S.run_study(study, progress=False) == []
     md = (tmp_path / 'report.md').read_text()
-    assert '8 of 8 cells finished' in md
+    assert '10 of 10 cells finished' in md
     line = next(x for x in md.splitlines() if x.startswith('| MLP + permutation augmentation |'))
     assert line.endswith('| 22.76 ± 0.13 |') and '—' not in line
     line = next(x for x in md.splitlines() if x.startswith('| GNN, weights only'))
@@ -364,3 +364,10 @@ def test_how_a_cell_runs_does_not_make_it_stale(tmp_path):
     T.write_yaml(str(tmp_path / 'config.yaml'), cfg)
     assert S._same_config(str(tmp_path), T.merge_config(cfg, {'compile': True}))
     assert not S._same_config(str(tmp_path), T.merge_config(cfg, {'seed': 1}))
+
+
+def test_quick_cells_run_eagerly():
+    full = S.load_study(CALIBRATION)
+    assert any(S.cell_config(full, m, r, s)['compile'] for m, r, s in S.cells(full))
+    quick = S.load_study(CALIBRATION, quick=True)
+    assert not any(S.cell_config(quick, m, r, s)['compile'] for m, r, s in S.cells(quick))
