@@ -71,9 +71,11 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     fit_normalization(model, source)
     model = model.to(device)
     ddp = maybe_compile(nn.parallel.DistributedDataParallel(model) if dist_.enabled else model, config)
-    # Evaluation never goes through DDP (its forward syncs buffers across ranks,
-    # and sharded splits may give ranks different batch counts).
-    scorer = model if dist_.enabled else ddp
+    # Evaluation runs the plain module: not DDP (its forward syncs buffers
+    # across ranks, and sharded splits may give ranks different batch counts),
+    # and not compiled (eval batches change size, and dynamo's dynamic-shape
+    # recompilation failed on them after a resume; training batches keep one size).
+    scorer = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
                                     d['samples_per_epoch'])
