@@ -19,9 +19,9 @@ family order (transforms concatenated) and the choice is written to
 
 Re-running the command skips finished cells whose config is unchanged
 (keys that only say how a cell runs, :data:`EXECUTION_KEYS` such as
-``compile``, may change), resumes interrupted ones from their checkpoint and runs the rest. The report
-(``<results>.md``, ``<results>.png``) is computed from the run folders'
-``metrics.json`` only.
+``compile``, may change), resumes interrupted ones from their checkpoint
+and runs the rest. The report (``<results>.md``, ``<results>.png``) is
+computed from the run folders' ``metrics.json`` only.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ DEFAULTS: Dict[str, Any] = {
     'seed': 0,
     'mode': 'supervised',       # supervised | contrastive | probe | contrastive+probe
     'device': 'auto',           # auto | cpu | cuda
-    'compile': False,           # torch.compile the model (CPU: needs a C++ compiler; ~2x for the GNN, benchmarks/training.py --compile)
+    'compile': False,           # torch.compile the training forward (CPU: needs a C++ compiler; ~2x for the GNN)
     'data': {
         'source': 'digits',     # digits (built if absent) | fashion-mnist (an existing build) | inr | toy
         'root': 'data/digits',  # a build of the source, or any INRGraphDataset folder (source inr); ~ expanded

@@ -70,12 +70,12 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     model = build_model(config, K, sizes)
     fit_normalization(model, source)
     model = model.to(device)
+    # Training goes through DDP and torch.compile where enabled; evaluation
+    # always runs the plain module: DDP's forward syncs buffers across ranks
+    # (sharded splits may give ranks different batch counts), and eval batches
+    # change size (dynamo's dynamic-shape recompilation crashed on them after
+    # a resume), while training batches keep one size.
     ddp = maybe_compile(nn.parallel.DistributedDataParallel(model) if dist_.enabled else model, config)
-    # Evaluation runs the plain module: not DDP (its forward syncs buffers
-    # across ranks, and sharded splits may give ranks different batch counts),
-    # and not compiled (eval batches change size, and dynamo's dynamic-shape
-    # recompilation failed on them after a resume; training batches keep one size).
-    scorer = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
                                     d['samples_per_epoch'])
@@ -122,11 +122,11 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
         loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
         train_time += epoch_time
         train_graphs += count
-        v = evaluate(scorer, val_loader, device, dist_)
+        v = evaluate(model, val_loader, device, dist_)
         row = {'epoch': epoch, 'train_loss': loss_sum / max(count, 1), 'train_acc': correct / max(count, 1),
                'val_loss': v['loss'], 'val_acc': v['acc']}
         if d['test_every_epoch']:
-            t = evaluate(scorer, test_loader, device, dist_)
+            t = evaluate(model, test_loader, device, dist_)
             row.update(test_loss=t['loss'], test_acc=t['acc'])
         row.update(lr=scheduler.get_last_lr()[0], epoch_time_s=epoch_time,
                    graphs_per_s=count / max(epoch_time, 1e-9))
@@ -150,10 +150,10 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     # ---- final evaluation of the best-on-validation model on the test split
     if best['state'] is not None:
         model.load_state_dict(best['state'])
-    final = evaluate(scorer, test_loader, device, dist_)
+    final = evaluate(model, test_loader, device, dist_)
     # The generalization gap's other end: the same model on the training
     # graphs as they are (no augmentation), not the running batch accuracy.
-    clean = evaluate(scorer, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    clean = evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
     extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
     wall = wall_before + time.perf_counter() - t_start
     metrics = run_metrics(config, history, best, final, wall, extra)
