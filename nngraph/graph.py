@@ -251,13 +251,18 @@ def _split_plan(layer_sizes: Tuple[int, ...]) -> Tuple[Tuple[int, ...], Tuple[in
     return tuple(o * i for o, i in shapes), layer_sizes, shapes
 
 
-def layer_views(g: Data) -> Layers:
+def layer_views(g: Data, *, check: bool = True) -> Layers:
     """Per-layer views (no copies) of one graph's parameters.
 
     Returns ``(weights, biases)``: ``weights[l]`` is ``[d_{l+1}, d_l, C_edge]``
     and ``biases[l]`` is ``[d_{l+1}, C_node]``, views into ``g.edge_attr`` and
     ``g.x``. Read them; build new tensors to change a graph (:func:`with_layers`).
+
+    ``check=False`` skips :func:`validate` (O(N + E)) and checks tensor sizes
+    only: for a per-sample path whose graphs were checked where they entered.
     """
+    if check:
+        validate(g)
     edge_counts, node_counts, shapes = _split_plan(_sizes_of(g))
     edge_attr = g.edge_attr
     c_edge = edge_attr.size(-1)
@@ -277,7 +282,6 @@ def to_weights(g: Data) -> Layers:
     if isinstance(g, Batch):
         raise TypeError('to_weights takes a single graph; use graph_layer_views or '
                         'batch.to_data_list() for a Batch')
-    validate(g)
     weights, biases = layer_views(g)
     return [w[..., 0].clone() for w in weights], [b[:, 0].clone() for b in biases]
 
@@ -470,15 +474,17 @@ def _num_graphs(g: Graph) -> int:
     return g.num_graphs if isinstance(g, Batch) else 1
 
 
-def stacked_layer_views(g: Graph) -> Layers:
+def stacked_layer_views(g: Graph, *, check: bool = True) -> Layers:
     """Per-layer views of a batch of graphs of one architecture, stacked:
     ``weights[l]`` is ``[B, d_{l+1}, d_l, C_edge]``, ``biases[l]`` is
     ``[B, d_{l+1}, C_node]``. No copies; one tensor per layer for all graphs.
+    ``check`` as in :func:`layer_views`.
 
     Raises:
-        ValueError: the graphs do not share one architecture.
+        ValueError: the graphs do not share one architecture, or are not in
+            canonical order (:func:`validate`).
     """
-    sizes_all = architecture(g)
+    sizes_all = validate(g) if check else architecture(g)
     if not all(s == sizes_all[0] for s in sizes_all):
         raise ValueError(f'graphs of different architectures in one batch '
                          f'({sorted(set(sizes_all))}); use graph_layer_views')
@@ -504,15 +510,16 @@ def with_stacked_layers(g: Graph, weights: Sequence[Tensor], biases: Sequence[Te
     return out
 
 
-def graph_layer_views(g: Graph) -> List[Layers]:
+def graph_layer_views(g: Graph, *, check: bool = True) -> List[Layers]:
     """Per-graph, per-layer views of a batch of any architectures:
-    ``result[i]`` is :func:`layer_views` of graph ``i`` (views, no copies)."""
+    ``result[i]`` is :func:`layer_views` of graph ``i`` (views, no copies).
+    ``check`` as in :func:`layer_views`."""
     if not isinstance(g, Batch):
-        return [layer_views(g)]
+        return [layer_views(g, check=check)]
     node_ptr = g.ptr.tolist()
     edge_ptr = g._slice_dict['edge_attr'].tolist()
     out = []
-    for i, sizes in enumerate(architecture(g)):
+    for i, sizes in enumerate(validate(g) if check else architecture(g)):
         node_off, edge_off = layer_offsets(sizes)
         ea = g.edge_attr[edge_ptr[i]:edge_ptr[i + 1]]
         x = g.x[node_ptr[i]:node_ptr[i + 1]]
@@ -632,7 +639,8 @@ def to_module(g: Data) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tensor, List[Tensor]]:
+def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False,
+            check: bool = True) -> Union[Tensor, List[Tensor]]:
     """Evaluates the network(s) a graph or a batch encodes.
 
     Args:
@@ -643,13 +651,18 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
         all_layers: return every layer's output (after its activation), the
             inputs first: ``L + 1`` tensors ``[..., d_l]`` (or ``[B, n, d_l]``),
             e.g. for probe features of every neuron.
+        check: run :func:`validate` first (O(N + E)), so hand-edited edges
+            are refused rather than silently ignored; ``False`` for graphs
+            already checked, as the encoder's probe features do.
 
     Returns:
         ``[..., d_L]`` for one graph, ``[B, n, d_L]`` for a batch; one batched
         matmul per layer, no loop over graphs.
     """
+    if check:
+        validate(g)
     if isinstance(g, Batch):
-        weights, biases = stacked_layer_views(g)
+        weights, biases = stacked_layer_views(g, check=False)
         d_in, B = weights[0].shape[2], g.num_graphs
         if inputs.dim() == 2:
             inputs = inputs.unsqueeze(0).expand(B, -1, -1)
@@ -665,7 +678,7 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False) -> Union[Tens
         def affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:       # [B, n, d_l] -> [B, n, d_{l+1}]
             return torch.baddbmm(b[..., 0].unsqueeze(1), h, w[..., 0].transpose(1, 2))
     else:
-        weights, biases = layer_views(g)
+        weights, biases = layer_views(g, check=False)
         if inputs.shape[-1] != weights[0].shape[1]:
             raise ValueError(f'inputs have {inputs.shape[-1]} features but the network takes '
                              f'{weights[0].shape[1]}')

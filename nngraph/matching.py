@@ -528,7 +528,7 @@ def distance(a: Graph, b: Graph) -> Tensor:
     r"""Euclidean distance :math:`\lVert\theta_a - \theta_b\rVert_2` between
     the parameters (all weights and biases) of two graphs of one architecture:
     a scalar for two graphs, ``[B]`` for two uniform batches of ``B``."""
-    arch_a, arch_b = architecture(a), architecture(b)
+    arch_a, arch_b = validate(a), validate(b)
     if arch_a != arch_b:
         raise ValueError(f'distance needs graphs of one architecture, got layer sizes '
                          f'{sorted(set(arch_a))} and {sorted(set(arch_b))}')

@@ -22,7 +22,8 @@ import nngraph as ng
 import nngraph.transforms as T
 from nngraph.graph import activations, architecture, layer_views, validate
 from nngraph.matching import align, distance, match
-from nngraph.models import GNNEncoder
+from nngraph.models import AlignedMLPEncoder, FlatMLPEncoder, GNNEncoder
+from nngraph.models.statnn import statnn_features
 
 # derandomize: CI sees the same examples on every run (a failure is reproducible, not luck)
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
@@ -377,14 +378,65 @@ def _small():
     return ng.from_weights([torch.randn(3, 2), torch.randn(2, 3)], None, 'tanh')
 
 
-def test_hand_edited_edge_index_is_refused():
+def _hand_edited():
+    """A 2-3-1 tanh net whose edges were reversed by hand (sizes still agree)."""
     g = ng.from_weights([torch.randn(3, 2), torch.randn(1, 3)], None, 'tanh')
     g.edge_index = g.edge_index.flip(0)
-    for fn in (ng.to_weights, ng.to_state_dict, ng.to_networkx, validate,
-               lambda h: align(ng.from_weights([torch.randn(3, 2), torch.randn(1, 3)], None, 'tanh'), h),
-               lambda h: ENCODER(Batch.from_data_list([h]))):
-        with pytest.raises(ValueError, match='edge_index disagrees with layer_sizes'):
-            fn(g)
+    return g
+
+
+def _fresh_2_3_1():
+    return ng.from_weights([torch.randn(3, 2), torch.randn(1, 3)], None, 'tanh')
+
+
+# Every public reader of a graph's parameters or function: each must refuse the
+# hand-edited graph (alone or in a batch) instead of reading it by position.
+READERS = {
+    'to_weights': ng.to_weights, 'to_state_dict': ng.to_state_dict, 'to_module': ng.to_module,
+    'to_networkx': ng.to_networkx, 'validate': validate,
+    'forward': lambda h: ng.forward(h, torch.zeros(4, 2)),
+    'forward_batch': lambda h: ng.forward(Batch.from_data_list([_fresh_2_3_1(), h]), torch.zeros(4, 2)),
+    'layer_views': layer_views,
+    'stacked_layer_views': lambda h: ng.stacked_layer_views(Batch.from_data_list([h, _fresh_2_3_1()])),
+    'graph_layer_views': lambda h: ng.graph_layer_views(Batch.from_data_list([_small(), h])),
+    'align': lambda h: align(_fresh_2_3_1(), h),
+    'match': lambda h: match(h, _fresh_2_3_1()),
+    'distance': lambda h: distance(_fresh_2_3_1(), h),
+    'mixup_pool': lambda h: T.WeightMixUp([h], num_classes=3)(_fresh_2_3_1()),
+    'gnn_encoder': lambda h: ENCODER(Batch.from_data_list([h])),
+    'flat_mlp': lambda h: FlatMLPEncoder((2, 3, 1), hidden=4, layers=1)(Batch.from_data_list([h])),
+    'statnn': lambda h: statnn_features(Batch.from_data_list([h])),
+    'aligned_mlp_reference': lambda h: AlignedMLPEncoder((2, 3, 1), hidden=4, layers=1).set_reference(h),
+}
+
+
+EDITED_EDGES = r'edge_index disagrees with layer_sizes .*: edge \d+ is \d+ -> \d+, the canonical order has'
+
+
+@pytest.mark.parametrize('reader', sorted(READERS))
+def test_hand_edited_edge_index_is_refused(reader):
+    with pytest.raises(ValueError, match=EDITED_EDGES):
+        READERS[reader](_hand_edited())
+
+
+@pytest.mark.parametrize('name', ['perm', 'flip', 'noise', 'dropout', 'rot', 'mixup', 'selfmix'])
+def test_transforms_pass_hand_edited_edges_on_to_be_refused(name):
+    """Per-sample transforms check sizes only (O(1)); they hand the edited
+    edge_index on unchanged, so the next reader still refuses the graph."""
+    g = _hand_edited()
+    out = _transforms(_fresh_2_3_1())[name](g)
+    assert torch.equal(out.edge_index, g.edge_index)
+    with pytest.raises(ValueError, match=EDITED_EDGES):
+        ng.forward(out, torch.zeros(4, 2))
+
+
+def test_check_false_skips_validation_only():
+    g = ng.from_weights([torch.randn(3, 2), torch.randn(1, 3)], None, 'tanh')
+    inputs = torch.randn(5, 2)
+    assert torch.equal(ng.forward(g, inputs, check=False), ng.forward(g, inputs))
+    bad = _hand_edited()
+    bad.edge_attr, bad.x = g.edge_attr, g.x
+    assert torch.equal(ng.forward(bad, inputs, check=False), ng.forward(g, inputs))
 
 
 def test_layer_sizes_disagreeing_with_layer_are_refused():

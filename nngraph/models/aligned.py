@@ -11,7 +11,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from nngraph import activations as A
-from nngraph.graph import architecture, layer_offsets, structure
+from nngraph.graph import layer_offsets, structure, validate
 from nngraph.matching import align
 from nngraph.models.classifier import FlatMLPEncoder
 
@@ -88,9 +88,10 @@ class AlignedMLPEncoder(FlatMLPEncoder):
         """Makes ``graph`` (a network of ``layer_sizes``) the reference."""
         if isinstance(graph, Batch):
             raise TypeError('set_reference takes one graph, not a Batch')
-        if architecture(graph)[0] != self.layer_sizes:
+        sizes = validate(graph)[0]
+        if sizes != self.layer_sizes:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
-                             f'the reference has {architecture(graph)[0]}')
+                             f'the reference has {sizes}')
         self._check_signs(graph.activation, 'the reference')
         self.reference_edge_attr.copy_(graph.edge_attr[:, :1])
         self.reference_x.copy_(graph.x[:, :1])
@@ -117,7 +118,7 @@ class AlignedMLPEncoder(FlatMLPEncoder):
         """``[B, P]``: the aligned networks' weights then biases, raw."""
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
-        raw = super().flatten(batch)                  # checks the architecture
+        raw = super().flatten(batch)                  # checks the graphs and the architecture
         if self.cache_size <= 0:
             return super().flatten(self.align(batch))
         with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from nngraph.graph import architecture
+from nngraph.graph import validate
 from nngraph.models.encoder import GNNEncoder
 
 __all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'EncoderClassifier', 'ProjectionHead']
@@ -81,7 +81,7 @@ class FlatMLPEncoder(nn.Module):
         biases (non-input nodes), raw."""
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
-        sizes = architecture(batch)
+        sizes = validate(batch)         # the flat layout is read by position: refuse edited edges
         bad = [s for s in sizes if s != self.layer_sizes]
         if bad:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '

@@ -369,14 +369,14 @@ class GNNEncoder(nn.Module):
 
     def _probe_uniform(self, batch: Batch) -> Tensor:
         """``[B, N_g, P]``: activations of every neuron at the probe points."""
-        outs = forward(batch, self.probe_inputs.to(batch.edge_attr.dtype), all_layers=True)  # [B, P, d_l]
+        outs = forward(batch, self.probe_inputs.to(batch.edge_attr.dtype), all_layers=True, check=False)  # [B, P, d_l]
         return torch.cat(outs, dim=-1).transpose(1, 2)
 
     def _probe_sparse(self, batch: Batch) -> Tensor:
         """``[N, P]`` for a batch of any architectures (one small forward per
         graph: only mixed batches come here)."""
         probe = self.probe_inputs.to(batch.edge_attr.dtype)
-        return torch.cat([torch.cat(forward(batch.get_example(g), probe, all_layers=True), dim=-1).t()
+        return torch.cat([torch.cat(forward(batch.get_example(g), probe, all_layers=True, check=False), dim=-1).t()
                           for g in range(batch.num_graphs)])
 
     def _node_embedding_uniform(self, sizes: Tuple[int, ...]) -> Tensor:

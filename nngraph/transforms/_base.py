@@ -197,10 +197,10 @@ class WeightSpaceTransform(BaseTransform):
     def _apply(self, data: Graph, params: Params, acts: Tuple[str, ...],
                batch_shape: Tuple[int, ...]) -> Graph:
         if batch_shape:
-            weights, biases = stacked_layer_views(data)
+            weights, biases = stacked_layer_views(data, check=False)
             weights, biases = self._transform(list(weights), list(biases), params, acts)
             return with_stacked_layers(data, weights, biases)
-        weights, biases = layer_views(data)
+        weights, biases = layer_views(data, check=False)
         weights, biases = self._transform(list(weights), list(biases), params, acts)
         return with_layers(data, weights, biases)
 
@@ -210,7 +210,7 @@ class WeightSpaceTransform(BaseTransform):
         edge_parts, x_parts = [], []
         acts_all = activations(batch)
         for i, (sizes, (weights, biases)) in enumerate(zip(architecture(batch),
-                                                           graph_layer_views(batch))):
+                                                           graph_layer_views(batch, check=False))):
             acts = A.per_layer(acts_all[i], len(sizes) - 1)
             self._check(acts, sizes)
             params = self._draw(sizes, acts, (), batch.edge_attr)
