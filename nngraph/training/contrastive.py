@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from nngraph.training.data import prepare_data, train_loader
 from nngraph.training.losses import hard_labels, nt_xent, warmup_cosine
 from nngraph.training.loops import optimizer_step, seed_epoch
-from nngraph.training.models import ContrastiveModel, build_encoder, fit_normalization, maybe_compile
+from nngraph.training.models import ContrastiveModel, build_encoder, fit_normalization, training_module
 from nngraph.training.run_dir import plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics, \
     run_metrics
 
@@ -99,7 +99,7 @@ def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str,
         ck = torch.load(path, map_location=device, weights_only=False)
         model.load_state_dict(ck['model'])
     else:
-        ddp = maybe_compile(nn.parallel.DistributedDataParallel(model) if dist_.enabled else model, config)
+        ddp = training_module(model, config, dist_.enabled)
         optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
         loader, sampler = train_loader(TwoViews(source, transform), int(d['batch_size']),
                                         int(d['num_workers']), dist_, seed, d['samples_per_epoch'])

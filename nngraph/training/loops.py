@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from nngraph.training.data import prepare_data, train_loader
 from nngraph.training.distributed import Distributed, shard
 from nngraph.training.losses import hard_labels, soft_cross_entropy, warmup_cosine
-from nngraph.training.models import build_model, fit_normalization, maybe_compile
+from nngraph.training.models import build_model, fit_normalization, training_module
 from nngraph.training.run_dir import (plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics,
                                       run_metrics)
 
@@ -70,12 +70,7 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     model = build_model(config, K, sizes)
     fit_normalization(model, source)
     model = model.to(device)
-    # Training goes through DDP and torch.compile where enabled; evaluation
-    # always runs the plain module: DDP's forward syncs buffers across ranks
-    # (sharded splits may give ranks different batch counts), and eval batches
-    # change size (dynamo's dynamic-shape recompilation crashed on them after
-    # a resume), while training batches keep one size.
-    ddp = maybe_compile(nn.parallel.DistributedDataParallel(model) if dist_.enabled else model, config)
+    ddp = training_module(model, config, dist_.enabled)     # evaluation runs `model` itself
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
                                     d['samples_per_epoch'])

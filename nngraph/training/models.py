@@ -11,7 +11,8 @@ from torch_geometric.data import Batch
 from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
                             GraphClassifier, ProjectionHead, StatNNEncoder)
 
-__all__ = ['MODELS', 'build_model', 'maybe_compile', 'build_encoder', 'encoder_kwargs', 'fit_normalization', 'ContrastiveModel']
+__all__ = ['MODELS', 'build_model', 'training_module', 'build_encoder', 'encoder_kwargs', 'fit_normalization',
+           'ContrastiveModel']
 
 #: The values of ``model.name``: the GNN, and DWSNets' calibration baselines
 #: (flat MLP on the raw weights, StatNN on weight statistics, flat MLP on
@@ -56,12 +57,17 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[s
                 canonical_signs=m['canonical_signs'])
 
 
-def maybe_compile(model: nn.Module, config: Dict[str, Any]) -> nn.Module:
-    """``torch.compile(model)`` when the config's ``compile`` is true, else
-    ``model``. The compiled module shares its parameters with ``model``, so
-    optimizers, checkpoints and ``load_state_dict`` keep using ``model``
-    (state-dict keys unchanged) while forwards go through the compiled one."""
-    return torch.compile(model) if config['compile'] else model
+def training_module(model: nn.Module, config: Dict[str, Any], distributed: bool) -> nn.Module:
+    """The module the training forward goes through: ``model`` wrapped in
+    DDP when ``distributed``, then ``torch.compile``d when the config's
+    ``compile`` is true. Both share ``model``'s parameters, so optimizers,
+    checkpoints and ``load_state_dict`` keep using ``model`` (state-dict keys
+    unchanged). Evaluation runs ``model`` itself: DDP's forward syncs buffers
+    across ranks (sharded splits may give ranks different batch counts), and
+    eval batches change size (dynamo's dynamic-shape recompilation crashed on
+    them after a resume), while training batches keep one size."""
+    module = nn.parallel.DistributedDataParallel(model) if distributed else model
+    return torch.compile(module) if config['compile'] else module
 
 
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
