@@ -2,6 +2,7 @@
 standardisation fitted on training graphs, and the SimCLR wrapper."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Sequence
 
 import torch
@@ -67,7 +68,13 @@ def training_module(model: nn.Module, config: Dict[str, Any], distributed: bool)
     eval batches change size (dynamo's dynamic-shape recompilation crashed on
     them after a resume), while training batches keep one size."""
     module = nn.parallel.DistributedDataParallel(model) if distributed else model
-    return torch.compile(module) if config['compile'] else module
+    if not config['compile']:
+        return module
+    # Dynamo traces through functools.lru_cache and warns that the cache could
+    # hide state; ours (layer offsets, degrees, sizes) are pure functions of the
+    # layer sizes, which it sees as constants, so the warning carries no news.
+    warnings.filterwarnings('ignore', message=r'Dynamo detected a call to a `functools.lru_cache`')
+    return torch.compile(module)
 
 
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
