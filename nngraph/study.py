@@ -86,9 +86,14 @@ def load_study(path: str, quick: bool = False) -> Dict[str, Any]:
     if quick:
         study = _merge(study, study['quick'])
         # toy size: every row on the quick seeds, including rows that name their
-        # own, and run eagerly (compiling would take longer than the toy run)
-        study['rows'] = [{k: _experiment(v) if k == 'config' and isinstance(v, dict) else v
-                          for k, v in r.items() if k != 'seeds'} for r in study['rows']]
+        # own, and every cell eager (compiling would take longer than the toy
+        # run): execution keys go from each part a cell's config is merged from
+        def eager(update):
+            return _experiment(update) if isinstance(update, dict) else update
+        study['base'] = eager(study['base'])
+        study['models'] = {m: eager(u) for m, u in study['models'].items()}
+        study['rows'] = [{k: eager(v) if k == 'config' else v for k, v in r.items() if k != 'seeds'}
+                         for r in study['rows']]
     study['name'] = study['name'] or os.path.splitext(os.path.basename(path))[0]
     study['results'] = study['results'] or os.path.join('results', study['name'])
     _check_rows(study, path)

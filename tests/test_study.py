@@ -366,8 +366,15 @@ def test_how_a_cell_runs_does_not_make_it_stale(tmp_path):
     assert not S._same_config(str(tmp_path), T.merge_config(cfg, {'seed': 1}))
 
 
-def test_quick_cells_run_eagerly():
+def test_quick_cells_run_eagerly(tmp_path):
     full = S.load_study(CALIBRATION)
     assert any(S.cell_config(full, m, r, s)['compile'] for m, r, s in S.cells(full))
     quick = S.load_study(CALIBRATION, quick=True)
     assert not any(S.cell_config(quick, m, r, s)['compile'] for m, r, s in S.cells(quick))
+    # compile set where a cell's config starts (base) or in a model's update
+    for over in ({'base': {'compile': True}}, {'models': {'gnn': {'compile': True}}}):
+        path = tmp_path / 'compiled.yaml'
+        path.write_text(yaml.safe_dump({'models': {'gnn': {}}, 'rows': [{'name': 'none'}], **over}))
+        full, quick = S.load_study(str(path)), S.load_study(str(path), quick=True)
+        assert all(S.cell_config(full, m, r, s)['compile'] for m, r, s in S.cells(full))
+        assert not any(S.cell_config(quick, m, r, s)['compile'] for m, r, s in S.cells(quick))
