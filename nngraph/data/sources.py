@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -40,9 +42,9 @@ Source = Union[str, Tuple[Any, Any]]
 # Where each idx source is looked for, and how a user gets it.
 IDX_SOURCES: Dict[str, Dict[str, str]] = {
     'fashion-mnist': dict(env='NNGRAPH_FASHION_MNIST_DIR', default='/usr/share/datasets/fashion-mnist',
-                          hint='apt-get install -y dataset-fashion-mnist'),
+                          hint='apt-get install -y dataset-fashion-mnist', num_classes=10),
     'mnist': dict(env='NNGRAPH_MNIST_DIR', default='/usr/share/datasets/mnist',
-                  hint='put the four MNIST idx files there, or set NNGRAPH_MNIST_DIR'),
+                  hint='put the four MNIST idx files there, or set NNGRAPH_MNIST_DIR', num_classes=10),
 }
 IDX_FILES = (('train', 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              ('test', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'))
@@ -71,8 +73,9 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
     try:
         with opener(path, 'rb') as f:
             raw = f.read()
-    except (OSError, EOFError) as err:    # a truncated gzip stream raises EOFError
-        raise ValueError(f'idx file {path!r} cannot be read: {err}') from None
+    except (OSError, EOFError, zlib.error) as err:
+        # A truncated gzip stream raises EOFError, a corrupt one zlib.error.
+        raise ValueError(f'idx file {path!r} cannot be read: {type(err).__name__}: {err}') from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         magic = raw[:4].hex() if raw else 'empty file'
         raise ValueError(f'idx file {path!r} has a bad magic number ({magic}); '
@@ -83,7 +86,9 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
         raise ValueError(f'idx file {path!r} is truncated inside its header')
     shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], 'big') for k in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a product of four 32-bit sizes can wrap around in int64
+    # and match the file's length by accident.
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise ValueError(f'idx file {path!r} holds {len(raw)} bytes but its header {shape} '
                          f'implies {expected}: the file is truncated or corrupt')
@@ -118,8 +123,9 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
 
     Raises:
         FileNotFoundError: a missing file, naming the directory and how to get it.
-        ValueError: a bad idx file, or images and labels whose counts differ
-            (both files named).
+        ValueError: a bad idx file, an empty one, a label outside
+            ``[0, num_classes)`` (file, value and position named), or images
+            and labels whose counts differ (both files named).
     """
     if name not in IDX_SOURCES:
         raise ValueError(f'unknown idx source {name!r}; choose one of {sorted(IDX_SOURCES)}')
@@ -132,8 +138,13 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
         if im.ndim != 3 or im.dtype != np.uint8:
             raise ValueError(f'{image_path!r} must hold uint8 images [N, H, W], got {im.dtype} '
                              f'of shape {im.shape}')
-        if lab.ndim != 1:
-            raise ValueError(f'{label_path!r} must hold labels [N], got shape {lab.shape}')
+        if 0 in im.shape:
+            raise ValueError(f'{image_path!r} holds no images (shape {im.shape}); expected at least '
+                             f'one image of at least one pixel')
+        if lab.ndim != 1 or lab.dtype.kind not in 'iu':
+            raise ValueError(f'{label_path!r} must hold integer labels [N], got {lab.dtype} of '
+                             f'shape {lab.shape}')
+        _check_labels(lab, label_path, name)
         if im.shape[0] != lab.shape[0]:
             raise ValueError(f'{image_path!r} holds {im.shape[0]} images but {label_path!r} holds '
                              f'{lab.shape[0]} labels')
@@ -145,6 +156,19 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
         counts.append(im.shape[0])
     images = torch.from_numpy(np.concatenate(parts)).to(torch.float32).div_(255.0).unsqueeze(-1)
     return images, torch.from_numpy(np.concatenate(labels).astype(np.int64)), counts[0]
+
+
+def _check_labels(labels: np.ndarray, path: str, name: str) -> None:
+    """Refuses a label outside ``[0, num_classes)`` of source ``name``,
+    naming the file, the value and its position: one stray label would
+    otherwise become a class of its own (``num_classes`` is counted from the
+    labels)."""
+    k = IDX_SOURCES[name]['num_classes']
+    bad = (labels < 0) | (labels >= k)       # one whole-array test; details only on failure
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f'{path!r} holds label {int(labels[i])} at position {i}; {name} has {k} '
+                         f'classes, labels must lie in [0, {k})')
 
 
 def published_val(name: str) -> Optional[Tensor]:

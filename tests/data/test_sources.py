@@ -184,3 +184,32 @@ def test_data_root_is_outside_the_checkout_and_overridable(monkeypatch, tmp_path
     assert data_root('fashion-mnist') == os.path.expanduser('~/.cache/nngraph/fashion-mnist')
     monkeypatch.setenv('NNGRAPH_DATA_ROOT', str(tmp_path))
     assert data_root('x') == os.path.join(str(tmp_path), 'x')
+
+
+@pytest.mark.parametrize('label, dtype_byte', [(200, 0x08), (10, 0x08), (-1, 0x09)])
+def test_label_outside_the_classes_is_refused_naming_file_and_value(tmp_path, label, dtype_byte):
+    """Issue 19 row 8: a label 200 in a 10-class source built with num_classes=201."""
+    fake_source(tmp_path, gz=False)
+    labels = (np.arange(10) % 10).astype(np.int8 if dtype_byte == 0x09 else np.uint8)
+    labels[7] = label
+    raw = bytes([0, 0, dtype_byte, 1]) + (10).to_bytes(4, 'big') + labels.tobytes()
+    (tmp_path / 't10k-labels-idx1-ubyte').write_bytes(raw)
+    with pytest.raises(ValueError, match=rf"t10k-labels-idx1-ubyte' holds label {label} at position 7; "
+                                         r'mnist has 10 classes'):
+        load_idx_source('mnist', tmp_path)
+    with pytest.raises(ValueError, match=rf'holds label {label}'):
+        build_inr_dataset('mnist', out=tmp_path / 'o', source_dir=tmp_path, steps=1, progress=False)
+    assert not os.path.exists(tmp_path / 'o')
+
+
+def test_float_labels_and_empty_image_files_are_refused_by_name(tmp_path):
+    fake_source(tmp_path, gz=False)
+    raw = bytes([0, 0, 0x0D, 1]) + (40).to_bytes(4, 'big') + np.zeros(40, dtype='>f4').tobytes()
+    (tmp_path / 'train-labels-idx1-ubyte').write_bytes(raw)
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte' must hold integer labels"):
+        load_idx_source('mnist', tmp_path)
+    fake_source(tmp_path, gz=False)
+    write_idx(tmp_path / 't10k-images-idx3-ubyte', np.zeros((0, 8, 8), dtype=np.uint8), gz=False)
+    write_idx(tmp_path / 't10k-labels-idx1-ubyte', np.zeros(0, dtype=np.uint8), gz=False)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte' holds no images"):
+        load_idx_source('mnist', tmp_path)
