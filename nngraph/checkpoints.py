@@ -10,12 +10,12 @@ layers by chaining their shapes. Both check what they find and raise a
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import operator
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from nngraph import activations as A
-from nngraph.graph import from_weights
+from nngraph.graph import from_weights, read_weights_only
 
 __all__ = ['from_module', 'from_checkpoint', 'load_state_dict', 'chain_layers']
 
@@ -284,6 +284,9 @@ def load_state_dict(source: Union[str, os.PathLike, Mapping]) -> Tuple[Dict[str,
         raise TypeError(f'from_checkpoint expects a path or a dict, got {type(source).__name__}')
     if not isinstance(obj, Mapping):
         raise ValueError(f'{where} holds a {type(obj).__name__}, not a dict of tensors')
+    if obj.get('format') == 'nngraph.graphs':
+        raise ValueError(f'{where} holds graphs written by nngraph.save, not a state dict: '
+                         f'read it with nngraph.load')
     meta = {k: v for k, v in obj.items() if isinstance(k, str) and (
         isinstance(v, (str, int, float, bool))
         or (isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v)))}
@@ -314,13 +317,7 @@ def _read_file(path: str) -> Any:
         # The format stores keys sorted as strings ('layers.10' before 'layers.2');
         # natural order restores the order a state dict had, which breaks chaining ties.
         return {k: state[k] for k in sorted(state, key=_natural)}
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
-        raise ValueError(f'{path!r} is not a PyTorch checkpoint ({type(err).__name__}: {err})') from None
-    except Exception as err:  # pickle.UnpicklingError and friends
-        raise ValueError(f'{path!r} could not be read as a PyTorch checkpoint with '
-                         f'weights_only=True: {str(err).splitlines()[0]}') from None
+    return read_weights_only(path, 'a PyTorch checkpoint')
 
 
 def _flatten(obj: Mapping, prefix: str, out: Dict[str, Tensor]) -> None:
@@ -350,42 +347,79 @@ def _natural(key: str):
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', key)]
 
 
-def chain_layers(state: Mapping[str, Tensor]) -> List[Tuple[str, Tensor, Optional[str], Optional[Tensor]]]:
+def chain_layers(state: Mapping[str, Tensor], layers: Optional[Sequence[str]] = None,
+                 ) -> List[Tuple[str, Tensor, Optional[str], Optional[Tensor]]]:
     """Orders the dense layers of a flat state dict into a chain.
 
     Every 2-D tensor is a weight ``[d_out, d_in]``; its bias is the 1-D tensor
-    under the partner key (``fc.weight``/``fc.bias``, ``w0``/``b0``, ...). The
-    chain is found by matching each layer's input width to the previous
-    layer's output width; key order breaks ties. Returns
-    ``(weight_key, W, bias_key, b)`` tuples, input layer first.
+    under the partner key (``fc.weight``/``fc.bias``, ``w0``/``b0``, ...).
+    Returns ``(weight_key, W, bias_key, b)`` tuples, input layer first.
+
+    The order, in polynomial time (linear for the usual checkpoint):
+
+    1. ``layers`` given: those layers, in that order (weight keys, or module
+       names such as ``'fc1'`` for ``'fc1.weight'``); every other tensor is
+       ignored (e.g. the value head of an actor-critic).
+    2. The key order, where each layer takes as many inputs as the previous
+       one outputs (a ``state_dict`` lists layers in registration order).
+    3. Otherwise the one order that the shapes allow. A chain through all
+       layers is an Euler trail in the multigraph whose nodes are widths and
+       whose edges are layers (``d_in -> d_out``), so whether one exists, and
+       whether two chains differ in any width, is decided greedily in
+       O(layers^2) at worst. Layers of one shape are interchangeable to the
+       shapes; key order places them.
+    4. Several orders that differ in some width: the numbering of the module
+       names (``layers.2`` before ``layers.10``) where every key is numbered
+       and that order chains; else a ``ValueError`` naming two candidate
+       chains and asking for ``layers=``.
 
     The plan depends only on the keys and shapes, so it is computed once per
     layout: a dataset of thousands of same-layout checkpoints parses one.
 
     Raises:
         ValueError: tensors that are not part of a chain, biases of the wrong
-            shape, or weights whose shapes do not chain.
+            shape or dtype, weights whose shapes do not chain or chain in
+            several ways (each named), ``layers`` naming keys that are not
+            weights.
     """
+    for k, v in state.items():
+        if v.layout != torch.strided:
+            raise ValueError(f"tensor '{k}' is a {v.layout} tensor; checkpoints hold dense tensors")
     layout = tuple((k, tuple(v.shape), v.dtype) for k, v in state.items())
-    return [(wk, state[wk], bk, None if bk is None else state[bk]) for wk, bk in _plan(layout)]
+    if layers is not None:
+        if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+            raise ValueError(f'layers= must be a list of weight keys or layer names, input layer '
+                             f'first, got {layers!r}')
+        layers = tuple(layers)
+    return [(wk, state[wk], bk, None if bk is None else state[bk]) for wk, bk in _plan(layout, layers)]
+
+
+# The dtypes a parameter graph holds (float8 and complex tensors are not weights of an MLP we read).
+_WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...]) -> Tuple[Tuple[str, Optional[str]], ...]:
+def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...],
+          chosen: Optional[Tuple[str, ...]] = None) -> Tuple[Tuple[str, Optional[str]], ...]:
     shapes = {k: shape for k, shape, _ in layout}
-    for k, shape, dtype in layout:
-        if len(shape) > 2:
-            raise ValueError(f"tensor '{k}' has shape {shape}: only dense layers "
-                             f'(2-D weights, 1-D biases) are supported')
-        if not dtype.is_floating_point and len(shape) > 0:
-            raise ValueError(f"tensor '{k}' has dtype {dtype}; weights must be floating point")
-    weights = [(k, shape) for k, shape, _ in layout if len(shape) == 2]
+    dtypes = {k: dtype for k, _, dtype in layout}
+    if chosen is not None:
+        weights = [(k, shapes[k]) for k in _resolve_layers(chosen, shapes)]
+    else:
+        weights = [(k, shape) for k, shape, _ in layout if len(shape) == 2]
+        for k, shape, _ in layout:
+            if len(shape) > 2:
+                raise ValueError(f"tensor '{k}' has shape {shape}: only dense layers "
+                                 f'(2-D weights, 1-D biases) are supported')
     if not weights:
         raise ValueError(f'no 2-D weight matrices among the checkpoint keys {list(shapes)[:10]}')
     layers, claimed = [], set()
     for k, shape in weights:
+        if min(shape) < 1:
+            raise ValueError(f"weight '{k}' has shape {shape}: a layer needs at least one input "
+                             f'and one output')
         bk = _bias_key(k)
-        if bk is not None and bk in shapes:
+        if bk is not None and bk in shapes and (chosen is None or len(shapes[bk]) == 1):
             if shapes[bk] != (shape[0],):
                 raise ValueError(f"bias '{bk}' has shape {shapes[bk]} but its weight '{k}' "
                                  f'has shape {shape} (expected ({shape[0]},))')
@@ -393,42 +427,187 @@ def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...]) -> Tuple
         else:
             bk = None
         layers.append((k, shape, bk))
+    keys = [k for k, _, bk in layers] + [bk for _, _, bk in layers if bk is not None]
+    for k in keys:
+        if dtypes[k] not in _WEIGHT_DTYPES:
+            raise ValueError(f"tensor '{k}' has dtype {dtypes[k]}; weights must be floating point "
+                             f'(float16, bfloat16, float32 or float64)')
+    odd = next((k for k in keys if dtypes[k] != dtypes[keys[0]]), None)
+    if odd is not None:
+        raise ValueError(f"tensor '{odd}' is {dtypes[odd]} but '{keys[0]}' is {dtypes[keys[0]]}; "
+                         f'all weights and biases of a network share one dtype')
+    if chosen is not None:
+        for (k0, s0, _), (k1, s1, _) in zip(layers, layers[1:]):
+            if s1[1] != s0[0]:
+                raise ValueError(f"layer '{k1}' {s1} takes {s1[1]} features but the previous layer "
+                                 f"in layers=, '{k0}' {s0}, outputs {s0[0]}")
+        return tuple((k, bk) for k, _, bk in layers)
     stray = [f"'{k}' {shape}" for k, shape, _ in layout if len(shape) == 1 and k not in claimed]
     if stray:
         raise ValueError(f'tensors that are not the bias of any weight: {", ".join(stray)}; '
                          f'nngraph reads chains of dense layers')
-    ordered = _order_chain(layers)
-    if ordered is None:
-        desc = ', '.join(f"'{k}' {shape}" for k, shape, _ in layers)
-        raise ValueError(f'weights do not chain into one MLP (each layer must take as many '
-                         f'inputs as the previous one outputs): {desc}')
-    return tuple((k, bk) for k, _, bk in ordered)
+    return tuple((k, bk) for k, _, bk in _order_chain(layers))
+
+
+def _resolve_layers(chosen: Tuple[str, ...], shapes: Mapping[str, Tuple[int, ...]]) -> List[str]:
+    """The weight keys ``layers=`` names: a key itself, or a module name + ``.weight``."""
+    if not chosen:
+        raise ValueError('layers= is empty: name the weight keys of the chain, input layer first')
+    out: List[str] = []
+    for name in chosen:
+        key = name if name in shapes else f'{name}.weight'
+        if key not in shapes:
+            known = [k for k, s in shapes.items() if len(s) == 2]
+            raise ValueError(f"layers= names '{name}', but the checkpoint has no weight '{name}' or "
+                             f"'{name}.weight' (weights: {_few(known)})")
+        if len(shapes[key]) != 2:
+            raise ValueError(f"layers= names '{key}', which has shape {shapes[key]}, not a 2-D weight")
+        if key in out:
+            raise ValueError(f"layers= names '{key}' twice (shared weights are not an MLP)")
+        out.append(key)
+    return out
+
+
+def _few(items: Sequence[str], limit: int = 8) -> str:
+    """At most ``limit`` items of a list, for an error message of one line."""
+    shown = ', '.join(items[:limit])
+    return shown + (f', ... ({len(items) - limit} more)' if len(items) > limit else '')
 
 
 def _order_chain(layers):
-    """Depth-first search for an ordering where widths chain, preferring key
-    order. Layers whose input width no other layer outputs start the chain."""
-    n = len(layers)
-    outs = [shape[0] for _, shape, _ in layers]
-    starts = [i for i, (_, shape, _) in enumerate(layers)
-              if sum(o == shape[1] for j, o in enumerate(outs) if j != i) == 0] or list(range(n))
+    """The chain of ``(key, shape, bias_key)`` layers (see :func:`chain_layers`
+    for the rules), or a ``ValueError`` saying why there is none or which
+    two chains the shapes allow."""
+    if _chains(layers):
+        return layers
+    # A dict rebuilt by hand or by a format that sorts keys as strings loses the key
+    # order; numbered module names ('layers.2', 'fc10') still record the call order.
+    numbered = sorted(layers, key=lambda layer: _natural(layer[0]))
+    if all(re.search(r'\d', k) for k, _, _ in layers) and _chains(numbered):
+        return numbered
+    edges = [(shape[1], shape[0]) for _, shape, _ in layers]           # d_in -> d_out
+    why = _why_no_chain(edges, layers)
+    if why:
+        desc = _few([f"'{k}' {shape}" for k, shape, _ in layers], 6)
+        raise ValueError(f'weights do not chain into one MLP (each layer must take as many inputs '
+                         f'as the previous one outputs): {desc}; {why}')
+    order, fork = _euler_chain(edges)
+    if fork is None:
+        return [layers[i] for i in order]
+    other, _ = _euler_chain(edges, force=fork)
+    names = [[layers[i][0] for i in chain] for chain in (order, other)]
+    step = fork[0]
+    at = f"after '{names[0][step - 1]}'" if step else 'as the input layer'
+    raise ValueError(f"the weights chain in more than one order and neither the key order nor the "
+                     f"names' numbering is one of them: {at} both '{names[0][step]}' "
+                     f"{layers[order[step]][1]} and '{names[1][step]}' {layers[other[step]][1]} fit, "
+                     f'e.g. [{_few(names[0])}] or [{_few(names[1])}]; pass layers=[weight keys, input '
+                     f'layer first] to from_checkpoint')
 
-    def extend(path, used):
-        if len(path) == n:
-            return path
-        need = layers[path[-1]][1][0]
-        for j in range(n):
-            if j not in used and layers[j][1][1] == need:
-                found = extend(path + [j], used | {j})
-                if found:
-                    return found
-        return None
 
-    for s in starts:
-        found = extend([s], {s})
-        if found:
-            return [layers[i] for i in found]
-    return None
+def _chains(layers) -> bool:
+    """Whether each layer takes as many inputs as the one before outputs."""
+    return all(cur[1][1] == prev[1][0] for prev, cur in zip(layers, layers[1:]))
+
+
+def _why_no_chain(edges: List[Tuple[int, int]], layers) -> str:
+    """Why no chain runs through every layer, or ``''`` when one does.
+
+    Euler's condition: every width but the first and the last is taken by as
+    many layers as output it; the first is taken once more than it is output,
+    the last output once more than it is taken; all layers are connected.
+    """
+    takes, outputs = collections.Counter(a for a, _ in edges), collections.Counter(b for _, b in edges)
+    widths = sorted(set(takes) | set(outputs))
+    surplus = {w: takes[w] - outputs[w] for w in widths if takes[w] != outputs[w]}
+    starts = [w for w, d in surplus.items() if d > 0]
+    ends = [w for w, d in surplus.items() if d < 0]
+    if surplus and not (len(starts) == len(ends) == 1 and surplus[starts[0]] == 1 and surplus[ends[0]] == -1):
+        parts = []
+        for w, d in surplus.items():
+            side = [f"'{k}'" for (a, b), (k, _, _) in zip(edges, layers) if (a if d > 0 else b) == w]
+            parts.append(f'width {w} is taken by {takes[w]} layers and output by {outputs[w]} '
+                         f'({"taken" if d > 0 else "output"} by {_few(side, 4)})')
+        return ('only the input width may be taken once more than it is output and only the output '
+                'width output once more than it is taken (several heads or inputs?): '
+                + '; '.join(parts)
+                + '; pass layers=[weight keys, input layer first] to from_checkpoint to read one chain')
+    groups = _components(edges)
+    if len(groups) > 1:
+        desc = ' | '.join(_few([f"'{layers[i][0]}'" for i in g], 4) for g in groups[:4])
+        return f'the layers form {len(groups)} groups that share no width: {desc}'
+    return ''
+
+
+def _components(edges: List[Tuple[int, int]]) -> List[List[int]]:
+    """Indices of the layers in each connected group (layers joined by a shared width)."""
+    parent: Dict[int, int] = {}
+
+    def find(w: int) -> int:
+        while parent.setdefault(w, w) != w:
+            parent[w] = parent[parent[w]]
+            w = parent[w]
+        return w
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    groups: Dict[int, List[int]] = {}
+    for i, (a, _) in enumerate(edges):
+        groups.setdefault(find(a), []).append(i)
+    return list(groups.values())
+
+
+def _euler_chain(edges: List[Tuple[int, int]], force: Optional[Tuple[int, int]] = None,
+                 ) -> Tuple[List[int], Optional[Tuple[int, int]]]:
+    """The chain through all layers that takes, at each step, the lowest-indexed
+    layer after which the rest can still be chained (the first chain in key
+    order), and the first fork: ``(step, layer)`` where a layer of another shape
+    could also come next. ``force=(step, layer)`` takes that layer there.
+
+    A chain exists (:func:`_why_no_chain` said so), and taking a layer keeps
+    Euler's degree condition for the rest, so a layer is a valid next step
+    exactly when every remaining layer stays connected to its output width:
+    checked only where two shapes compete, O(layers) each.
+    """
+    remaining = collections.Counter(edges)                         # (d_in, d_out) -> layers left
+    queues: Dict[Tuple[int, int], collections.deque] = {}
+    for i, e in enumerate(edges):
+        queues.setdefault(e, collections.deque()).append(i)
+    takes, outputs = collections.Counter(a for a, _ in edges), collections.Counter(b for _, b in edges)
+    first = [w for w in takes if takes[w] > outputs[w]]
+    at: Optional[int] = None if not first else first[0]           # None: any width can start a cycle
+    order: List[int] = []
+    fork: Optional[Tuple[int, int]] = None
+    for step in range(len(edges)):
+        # Candidate shapes next, lowest-indexed layer first (that is the key-order preference).
+        cands = sorted((queues[e][0], e) for e, n in remaining.items()
+                       if n and (at is None or e[0] == at))
+        if force is not None and force[0] == step:
+            viable = [(force[1], edges[force[1]])]
+        elif len(cands) == 1:
+            viable = cands
+        else:
+            viable = [(i, e) for i, e in cands if _still_connected(remaining, e)]
+            if fork is None and len(viable) > 1:
+                fork = (step, viable[1][0])
+        i, e = viable[0]
+        queues[e].remove(i)
+        remaining[e] -= 1
+        order.append(i)
+        at = e[1]
+    return order, fork
+
+
+def _still_connected(remaining: collections.Counter, taken: Tuple[int, int]) -> bool:
+    """Whether, once one ``taken`` layer is used, every remaining layer is
+    connected to its output width (so the chain can go on from there)."""
+    rest = remaining.copy()
+    rest[taken] -= 1
+    live = [e for e, n in rest.items() if n]
+    if not live:
+        return True
+    groups = _components(live)
+    return len(groups) == 1 and any(taken[1] in e for e in live)
 
 
 def from_checkpoint(
@@ -439,6 +618,7 @@ def from_checkpoint(
     first_w0: Optional[float] = None,
     output_offset: float = 0.0,
     y: Optional[Tensor] = None,
+    layers: Optional[Sequence[str]] = None,
 ) -> Data:
     """The parameter graph of an MLP checkpoint.
 
@@ -457,12 +637,28 @@ def from_checkpoint(
             (e.g. ``0.5``); folded into the last bias, so the graph computes
             the full function.
         y: optional label.
+        layers: the layers to read, in call order (weight keys such as
+            ``'pi.weight'``, or module names such as ``'pi'``); other tensors
+            are ignored. Needed where the shapes chain in several orders and
+            the key order is not one of them, or to read one chain of a
+            network with several heads. By default the order is found as
+            :func:`chain_layers` says, in polynomial time.
 
     Raises:
         ValueError: no activation given, an empty checkpoint, a file that is
-            not a checkpoint, or tensors that do not form one chain (named).
+            not a checkpoint (named), or tensors that do not form one chain or
+            form several (keys named; a file's errors name the file too).
     """
     state, meta = load_state_dict(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return _from_state(state, meta, activation, w0, first_w0, output_offset, y, layers)
+        except ValueError as err:
+            raise ValueError(f'checkpoint {os.fspath(source)!r}: {err}') from None
+    return _from_state(state, meta, activation, w0, first_w0, output_offset, y, layers)
+
+
+def _from_state(state, meta, activation, w0, first_w0, output_offset, y, layers) -> Data:
     if activation is None and w0 is None:
         activation = meta.get('activation')
         if activation is None:
@@ -472,7 +668,7 @@ def from_checkpoint(
         if activation is not None and not (isinstance(activation, str) and activation.startswith('sine')):
             raise ValueError(f'w0={w0} is for SIRENs but activation={activation!r} was given too')
         activation = f'sine:{float(w0)!r}'
-    layers = chain_layers(state)
+    layers = chain_layers(state, layers)
     if first_w0 is not None:
         acts = list(A.per_layer(activation, len(layers)))
         if not acts[0].startswith('sine'):

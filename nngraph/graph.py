@@ -19,6 +19,7 @@ import copy
 import functools
 import math
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -37,7 +38,7 @@ __all__ = [
     'with_layers', 'is_uniform', 'stacked_layer_views', 'with_stacked_layers',
     'graph_layer_views', 'architecture', 'to_state_dict', 'to_module', 'forward',
     'to_networkx', 'draw', 'sequential_names', 'permute_hidden', 'rescale_hidden',
-    'activations', 'validate', 'save', 'load',
+    'activations', 'validate', 'save', 'load', 'check_finite', 'read_weights_only',
 ]
 
 
@@ -555,6 +556,54 @@ def draw(g: Data, path: Union[str, os.PathLike], *, max_edges: int = 20_000, dpi
 # --------------------------------------------------------------------------- #
 
 _FORMAT = 'nngraph.graphs'
+_KINDS = ('data', 'batch', 'list')
+# What a graph-level field of a saved graph may hold: what from_weights and the
+# data sets write (tensors, strings, numbers, and tuples or lists of them).
+_PLAIN = (Tensor, str, int, float, bool, type(None))
+
+
+def read_weights_only(path: Union[str, os.PathLike], what: str):
+    """``torch.load(path, weights_only=True)`` on the CPU: no code or class is
+    ever unpickled. Every way a file can fail to be read (empty, truncated,
+    random bytes, a pickled class such as a PyG ``Data`` written by
+    ``torch.save``) is one line of ``ValueError`` naming the file; ``what``
+    names what the file should have been (``'a PyTorch checkpoint'``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: anything else.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f'no file at {name!r}')
+    if os.path.isfile(name) and os.path.getsize(name) == 0:
+        raise ValueError(f'{name!r} is empty (0 bytes), not {what}')
+    try:
+        return torch.load(name, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch.load raises a dozen types; each is the file's fault here
+        text = str(err)
+        pickled = re.search(r'GLOBAL ([\w.]+)', text)
+        if pickled is None:
+            raise ValueError(f'{name!r} is not {what} (truncated or corrupt? '
+                             f'{type(err).__name__}: {_gist(text)})') from None
+        global_name = pickled.group(1)
+        if global_name.startswith('torch_geometric.'):
+            raise ValueError(
+                f'{name!r} could not be read as {what} with weights_only=True: it is a pickled PyG '
+                f'Data or Batch ({global_name}) written by torch.save, not by nngraph.save, and nngraph '
+                f'never unpickles classes; if you trust the file, convert it once with '
+                f'nngraph.save(torch.load(path, weights_only=False), new_path)') from None
+        raise ValueError(f'{name!r} could not be read as {what} with weights_only=True: it holds a '
+                         f'pickled {global_name}, and nngraph never unpickles code or classes') from None
+
+
+def _gist(text: str) -> str:
+    """The informative first sentence of a torch.load error, for a one-line message."""
+    marker = 'WeightsUnpickler error:'
+    if marker in text:
+        text = text[text.index(marker) + len(marker):]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), '')
+    return line.split('. ')[0][:120]
 
 
 def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) -> None:
@@ -566,8 +615,14 @@ def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) ->
     A plain ``torch.save(graph, path)`` needs ``torch.load(path,
     weights_only=False)``, which runs arbitrary code from the file: use it only
     for files you made.
+
+    Raises:
+        ValueError: a graph that is not a parameter graph in canonical order
+            (:func:`validate`) or holds NaN or Inf parameters (graph index named).
+        TypeError: an item that is not a ``Data``.
     """
     if isinstance(graphs, Batch):
+        _check_graph(graphs, 'save: ')
         kind, items = 'batch', graphs.to_data_list()
     elif isinstance(graphs, Data):
         kind, items = 'data', [graphs]
@@ -576,6 +631,7 @@ def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) ->
     for i, g in enumerate(items):
         if not isinstance(g, Data) or isinstance(g, Batch):
             raise TypeError(f'save: item {i} is a {type(g).__name__}, not a Data')
+        _check_graph(g, f'save: graph {i}: ')
     record = {'format': _FORMAT, 'version': 1, 'kind': kind, 'graphs': [g.to_dict() for g in items]}
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -584,17 +640,114 @@ def save(graphs: Union[Graph, Sequence[Data]], path: Union[str, os.PathLike]) ->
 def load(path: Union[str, os.PathLike], map_location=None) -> Union[Graph, List[Data]]:
     """Reads what :func:`save` wrote (``torch.load(weights_only=True)``: safe on
     files from others): a ``Data``, a ``Batch`` or a list, as it was saved.
+    Every graph is checked as it enters (:func:`validate`, and finite
+    parameters), so a hand-edited or corrupt file is refused here, not later.
 
     Raises:
-        ValueError: the file was not written by :func:`save`.
+        FileNotFoundError: no file at ``path``.
+        ValueError: in one line naming the file: an empty, truncated or random
+            file; a ``torch.save`` of a PyG ``Data`` (how to convert it, if
+            trusted); a file not written by :func:`save`; a malformed one
+            (missing keys, wrong types; the key named); a graph that is not a
+            parameter graph or holds NaN or Inf (its index named).
     """
-    record = torch.load(path, map_location=map_location, weights_only=True)
+    name = os.fspath(path)
+    record = read_weights_only(name, 'a file of graphs written by nngraph.save')
     if not isinstance(record, dict) or record.get('format') != _FORMAT:
-        raise ValueError(f'{os.fspath(path)!r} was not written by nngraph.save; a graph saved with '
-                         f'torch.save needs torch.load(weights_only=False) (trusted files only)')
-    graphs = [Data.from_dict(d) for d in record['graphs']]
-    if record['kind'] == 'data':
+        held = (f'a dict with keys {sorted(map(str, record))[:6]}' if isinstance(record, dict)
+                else f'a {type(record).__name__}')
+        raise ValueError(f'{name!r} was not written by nngraph.save (it holds {held}); a graph saved '
+                         f'with torch.save needs torch.load(weights_only=False) (trusted files only)')
+    missing = [k for k in ('version', 'kind', 'graphs') if k not in record]
+    if missing:
+        raise ValueError(f'{name!r} is a malformed nngraph file: it has no {", ".join(map(repr, missing))}')
+    if record['version'] != 1:
+        raise ValueError(f"{name!r}: nngraph file version {record['version']!r}; this nngraph reads version 1")
+    kind, items = record['kind'], record['graphs']
+    if kind not in _KINDS:
+        raise ValueError(f"{name!r} is a malformed nngraph file: 'kind' is {kind!r}, expected one of {_KINDS}")
+    if not isinstance(items, list) or (kind != 'list' and not items) or (kind == 'data' and len(items) != 1):
+        what = f'{len(items)} graphs' if isinstance(items, list) else f'an object of type {type(items).__name__}'
+        raise ValueError(f"{name!r} is a malformed nngraph file: 'graphs' holds {what} for kind {kind!r}")
+    graphs = [_graph_from_record(d, f'{name!r}: graph {i}') for i, d in enumerate(items)]
+    if kind == 'data':
         return graphs[0]
-    if record['kind'] == 'batch':
-        return Batch.from_data_list(graphs)
+    if kind == 'batch':
+        try:
+            return Batch.from_data_list(graphs)
+        except Exception as err:  # PyG's collate: KeyError, RuntimeError, ... on graphs that differ
+            raise ValueError(f'{name!r}: its graphs do not batch together '
+                             f'({type(err).__name__}: {err})') from None
     return graphs
+
+
+def _graph_from_record(fields, where: str) -> Data:
+    """One saved graph: a dict of plain fields, checked as a parameter graph."""
+    if not isinstance(fields, dict):
+        raise ValueError(f'{where} is a {type(fields).__name__}, not a dict of fields')
+    for key, value in fields.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f'{where}: field name {key!r} is not a name')
+        if not _is_plain(value):
+            raise ValueError(f'{where}: field {key!r} holds a {type(value).__name__}; saved graphs hold '
+                             f'tensors, strings, numbers and tuples or lists of them')
+    missing = [k for k in ('x', 'edge_index', 'edge_attr') if not isinstance(fields.get(k), Tensor)]
+    if missing:
+        raise ValueError(f'{where} is not a parameter graph: no tensor {", ".join(missing)}')
+    try:
+        g = Data.from_dict(fields)
+    except Exception as err:  # Data's own setters; a name such as 'to' collides with its methods
+        raise ValueError(f'{where}: not a graph ({type(err).__name__}: {err})') from None
+    _check_graph(g, f'{where}: ')
+    return g
+
+
+def _is_plain(value, depth: int = 0) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    return depth < 3 and isinstance(value, (tuple, list)) and all(_is_plain(v, depth + 1) for v in value)
+
+
+def _check_graph(g: Graph, prefix: str) -> None:
+    """:func:`validate` and finite parameters, each refusal prefixed by where."""
+    try:
+        validate(g)
+        check_finite(g)
+    except ValueError as err:
+        raise ValueError(f'{prefix}{err}') from None
+
+
+def check_finite(g: Graph) -> None:
+    """Refuses a graph or batch whose weights (``edge_attr``) or biases (``x``)
+    hold NaN or Inf, naming the graph, the field, the layer and the count.
+    One reduction per tensor; the details are computed only on failure.
+
+    Raises:
+        ValueError: a non-finite parameter.
+    """
+    for field, what in (('edge_attr', 'weights'), ('x', 'biases')):
+        t = getattr(g, field, None)
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            _raise_nonfinite_graph(g, field, what)
+
+
+def _raise_nonfinite_graph(g: Graph, field: str, what: str) -> None:
+    bad = ~torch.isfinite(g[field])
+    while bad.dim() > 1:
+        bad = bad.any(-1)
+    first = int(bad.nonzero()[0])
+    sizes = architecture(g)
+    ptr, graph_index, local = 0, 0, first
+    for i, s in enumerate(sizes):
+        node_off, edge_off = layer_offsets(s)
+        count = (edge_off if field == 'edge_attr' else node_off)[-1]
+        if first < ptr + count:
+            graph_index, local = i, first - ptr
+            offsets = edge_off if field == 'edge_attr' else node_off
+            layer = next(l for l in range(len(offsets) - 1) if local < offsets[l + 1])
+            break
+        ptr += count
+    which = f'graph {graph_index}: ' if len(sizes) > 1 else ''
+    unit = 'weight matrix' if field == 'edge_attr' else 'neuron layer'
+    raise ValueError(f'{which}{field} ({what}) holds {int(bad.sum())} NaN or Inf value(s), the first '
+                     f'in {unit} {layer} (row {local}); a network with non-finite parameters computes nothing')
