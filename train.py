@@ -39,10 +39,14 @@ if rank == 0:
 # data (built if absent), model, AdamW + warmup/cosine, the epoch loop with
 # validation-based selection, the final test evaluation and the run folder
 # are all in training.run, in that order.
+# A refusal (a run folder in the way, a resume from another config or a
+# damaged checkpoint, a diverged loss, a missing build) is one line, no traceback.
 try:
     metrics = training.run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
 except training.RunExistsError as err:
     sys.exit(str(err))
+except ValueError as err:
+    sys.exit(f'error: {err}')
 
 # ----------------------------------------------------------------------------- report
 if rank == 0:

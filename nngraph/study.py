@@ -261,8 +261,9 @@ def collect(study: Dict[str, Any]) -> Dict[Tuple[str, str, int], Dict[str, Any]]
 # --------------------------------------------------------------------------- #
 
 #: Config keys that say how a cell runs, not what it computes: a finished (or
-#: checkpointed) cell stays valid when only these change.
-EXECUTION_KEYS = ('compile',)
+#: checkpointed) cell stays valid when only these change. The one list that
+#: --resume also goes by (nngraph.training.config).
+EXECUTION_KEYS = training.EXECUTION_KEYS
 
 
 def _same_config(run_dir: str, cfg: Dict[str, Any]) -> bool:
@@ -279,7 +280,7 @@ def _same_config(run_dir: str, cfg: Dict[str, Any]) -> bool:
 
 def _experiment(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """``cfg`` without its :data:`EXECUTION_KEYS`."""
-    return {k: v for k, v in cfg.items() if k not in EXECUTION_KEYS}
+    return training.config.without_execution_keys(cfg)
 
 
 def _run_cell(cfg: Dict[str, Any], config_path: str, log_path: str, threads: int) -> Tuple[str, int]:

@@ -138,7 +138,7 @@ def test_supervised_run_learns_toy_set(tmp_path):
     saved = json.loads((run / 'metrics.json').read_text())
     assert saved['finished'] and saved['best_epoch'] == m['best_epoch']
     assert saved['test_acc'] == pytest.approx(hist[m['best_epoch']]['test_acc'])
-    ck = torch.load(run / 'checkpoint.pt', weights_only=False)
+    ck = T.load_checkpoint(run / 'checkpoint.pt')
     assert {'model', 'optimizer', 'scheduler', 'epoch', 'rng'} <= set(ck)
 
 
@@ -184,8 +184,8 @@ def test_compiled_run_computes_what_the_eager_run_does(tmp_path):
             assert c[key] == pytest.approx(e[key], rel=1e-4), key
     # The checkpoint holds the plain module's state: no torch.compile prefixes,
     # so an eager run resumes it and every loader reads it.
-    ck_e = torch.load(tmp_path / 'a' / 'toy' / 'checkpoint.pt', weights_only=False)
-    ck_c = torch.load(tmp_path / 'b' / 'toy' / 'checkpoint.pt', weights_only=False)
+    ck_e = T.load_checkpoint(tmp_path / 'a' / 'toy' / 'checkpoint.pt')
+    ck_c = T.load_checkpoint(tmp_path / 'b' / 'toy' / 'checkpoint.pt')
     assert list(ck_c['model']) == list(ck_e['model'])
 
 
@@ -236,7 +236,7 @@ def test_supervised_metrics_report_the_clean_training_accuracy(tmp_path):
     cfg = toy_config(tmp_path)
     train = T.ListDataset(T.toy_dataset(64, 'train'))
     model = T.build_model(cfg, 2, (2, 8, 8, 1))
-    model.load_state_dict(torch.load(tmp_path / 'toy' / 'checkpoint.pt', weights_only=False)['best']['state'])
+    model.load_state_dict(T.load_checkpoint(tmp_path / 'toy' / 'checkpoint.pt')['best']['state'])
     from torch_geometric.loader import DataLoader
     again = T.evaluate(model, DataLoader(train, batch_size=256), torch.device('cpu'), T.Distributed('cpu'))
     assert again['acc'] == pytest.approx(saved['train_acc'])
@@ -276,7 +276,7 @@ def test_baselines_fit_the_toy_set(tmp_path, name, extra):
     hist = m['epochs']
     assert hist[-1]['train_loss'] < 0.5 * hist[0]['train_loss']
     assert m['train_acc'] >= 0.9          # chance is 0.5
-    state = torch.load(tmp_path / 'toy' / 'checkpoint.pt', weights_only=False)['model']
+    state = T.load_checkpoint(tmp_path / 'toy' / 'checkpoint.pt')['model']
     if name == 'aligned_mlp':
         # The reference is the first training graph, saved with the model.
         first = T.toy_dataset(64, 'train')[0]

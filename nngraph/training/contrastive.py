@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from nngraph.training.data import prepare_data, train_loader
 from nngraph.training.losses import hard_labels, nt_xent, warmup_cosine
-from nngraph.training.loops import optimizer_step, seed_epoch
+from nngraph.training.distributed import Distributed
+from nngraph.training.loops import check_loss, optimizer_step, restore, seed_epoch
 from nngraph.training.models import ContrastiveModel, build_encoder, fit_normalization, training_module
-from nngraph.training.run_dir import plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics, \
-    run_metrics
+from nngraph.training.run_dir import plot_curves, rng_state, run_metrics, save_checkpoint, write_metrics
 
 __all__ = ['TwoViews', 'embed', 'linear_probe', 'contrastive_and_probe']
 
@@ -73,8 +73,15 @@ def linear_probe(encoder: nn.Module, train, val, test, device, Cs: Sequence[floa
             'C': float(C)}
 
 
-def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
-    """Modes ``contrastive``, ``probe`` and ``contrastive+probe``; returns the run's metrics."""
+def contrastive_and_probe(config: Dict[str, Any], run_dir: str, dist_: Distributed,
+                          checkpoint: Optional[Dict[str, Any]], progress: bool,
+                          probed: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Modes ``contrastive``, ``probe`` and ``contrastive+probe``; returns the
+    run's metrics. ``checkpoint``: the verified checkpoint a resumed run
+    continues; ``probed``: the verified contrastive checkpoint mode ``probe``
+    reads (:func:`~nngraph.training.run_dir.probe_checkpoint`). Stops with
+    :class:`~nngraph.training.loops.NonFiniteLossError` on a NaN or infinite
+    loss, before any checkpoint of that epoch is written."""
     seed, o, d, c = int(config['seed']), config['optim'], config['data'], config['contrastive']
     device = dist_.device
     mode = config['mode']
@@ -91,13 +98,14 @@ def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str,
     t_start = time.perf_counter()
 
     if mode == 'probe':
-        path = config['probe']['checkpoint']
-        if not path:
-            raise ValueError('mode probe needs probe.checkpoint: a contrastive run folder or its checkpoint.pt')
-        if os.path.isdir(path):
-            path = os.path.join(path, 'checkpoint.pt')
-        ck = torch.load(path, map_location=device, weights_only=False)
-        model.load_state_dict(ck['model'])
+        if probed is None:
+            raise ValueError('mode probe needs the checkpoint of probe.checkpoint, read by run_dir.probe_checkpoint')
+        try:
+            model.load_state_dict(probed['model'])
+        except RuntimeError as err:
+            # e.g. another data set's architecture: the sizes do not fit
+            raise ValueError(f"probe.checkpoint {probed.get('path', '')} does not fit this config's encoder: "
+                             f"{' '.join(str(err).split())[:300]}") from None
     else:
         ddp = training_module(model, config, dist_.enabled)
         optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
@@ -106,14 +114,10 @@ def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str,
         total = int(o['epochs']) * len(loader)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(total, int(o['warmup_epochs']) * len(loader)))
-        if resume and os.path.exists(ckpt_path):
-            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-            model.load_state_dict(ck['model'])
-            optimizer.load_state_dict(ck['optimizer'])
-            scheduler.load_state_dict(ck['scheduler'])
-            history, start = ck['history'], ck['epoch'] + 1
-            wall_before = ck.get('wall_time', 0.0)
-            set_rng_state(ck['rng'])
+        if checkpoint is not None:
+            restore(checkpoint, config, model, optimizer, scheduler)
+            history, start = checkpoint['history'], checkpoint['epoch'] + 1
+            wall_before = checkpoint.get('wall_time', 0.0)
         for epoch in range(start, int(o['epochs'])):
             seed_epoch(seed, epoch, dist_.rank)
             if sampler is not None:
@@ -123,13 +127,15 @@ def contrastive_and_probe(config, run_dir, dist_, resume, progress) -> Dict[str,
             t0 = time.perf_counter()
             bar = tqdm(loader, desc=f'ssl epoch {epoch + 1}/{o["epochs"]}',
                        disable=not (progress and dist_.main), leave=False)
-            for v1, v2 in bar:
+            for step, (v1, v2) in enumerate(bar):
                 v1, v2 = v1.to(device), v2.to(device)
                 # One forward over both views: one batch, one DDP all-reduce.
                 z = ddp(Batch.from_data_list(v1.to_data_list() + v2.to_data_list()))
                 loss = nt_xent(z[:v1.num_graphs], z[v1.num_graphs:], float(c['temperature']))
                 optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
-                loss_sum += float(loss.detach()) * v1.num_graphs
+                value = float(loss.detach())
+                check_loss(value, epoch, int(o['epochs']), step, len(loader), run_dir)
+                loss_sum += value * v1.num_graphs
                 count += v1.num_graphs
                 bar.set_postfix(loss=f'{loss_sum / count:.3f}')
             epoch_time = time.perf_counter() - t0

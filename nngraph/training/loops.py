@@ -2,10 +2,11 @@
 selection, evaluation, and the final test of the selected model."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -20,7 +21,41 @@ from nngraph.training.models import build_model, fit_normalization, training_mod
 from nngraph.training.run_dir import (plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics,
                                       run_metrics)
 
-__all__ = ['seed_epoch', 'evaluate', 'optimizer_step', 'supervised']
+__all__ = ['NonFiniteLossError', 'seed_epoch', 'evaluate', 'optimizer_step', 'check_loss', 'restore',
+           'supervised']
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite: the run stops, and its last
+    checkpoint (from the last finished epoch) is left as it was."""
+
+
+def check_loss(value: float, epoch: int, epochs: int, step: int, steps: int, run_dir: str) -> None:
+    """Raises :class:`NonFiniteLossError` naming the epoch and step (1-based,
+    as the progress bar counts) when the loss ``value`` is not finite."""
+    if not math.isfinite(value):
+        ckpt = os.path.join(run_dir, 'checkpoint.pt')
+        kept = (f'{ckpt} (the last finished epoch) is left as it was' if os.path.exists(ckpt)
+                else 'no checkpoint was written')
+        raise NonFiniteLossError(f'training loss is {value} at epoch {epoch + 1}/{epochs}, step {step + 1}/{steps}; '
+                                 f'stopped, {kept}. Lower optim.lr or set optim.grad_clip')
+
+
+def restore(checkpoint: Dict[str, Any], config: Dict[str, Any], model: nn.Module, optimizer, scheduler) -> None:
+    """Loads a resumed run's model, optimizer, schedule and RNG states. When
+    ``optim.epochs`` grew (the run is extended), the schedule is the one of
+    the new total, continued from the step reached: the learning rate of the
+    next step is what a run started with the new ``optim.epochs`` uses there."""
+    model.load_state_dict(checkpoint['model'])
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    scheduler.load_state_dict(checkpoint['scheduler'])
+    if checkpoint['config']['optim']['epochs'] != config['optim']['epochs']:
+        # LambdaLR keeps its step count and base rates; the lambda is the new
+        # schedule's. The optimizer still holds the old schedule's rate for
+        # the next step: set it from the new one.
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group['lr'] = base * factor(scheduler.last_epoch)
+    set_rng_state(checkpoint['rng'])
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -58,8 +93,12 @@ def optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_cl
     scheduler.step()
 
 
-def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
-    """Supervised training (mode ``supervised``); returns the run's metrics."""
+def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpoint: Optional[Dict[str, Any]],
+               progress: bool) -> Dict[str, Any]:
+    """Supervised training (mode ``supervised``), continuing ``checkpoint``
+    (a verified one, :func:`~nngraph.training.run_dir.resume_checkpoint`) if
+    given; returns the run's metrics. Stops with :class:`NonFiniteLossError`
+    on a NaN or infinite loss, before any checkpoint of that epoch is written."""
     seed, o, d = int(config['seed']), config['optim'], config['data']
     device = dist_.device
     torch.manual_seed(seed)
@@ -84,14 +123,10 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
     history, start, best = [], 0, {'epoch': -1, 'val_acc': -1.0, 'state': None}
     ckpt_path = os.path.join(run_dir, 'checkpoint.pt')
     wall_before = 0.0
-    if resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck['model'])
-        optimizer.load_state_dict(ck['optimizer'])
-        scheduler.load_state_dict(ck['scheduler'])
-        history, start, best = ck['history'], ck['epoch'] + 1, ck['best']
-        wall_before = ck.get('wall_time', 0.0)
-        set_rng_state(ck['rng'])
+    if checkpoint is not None:
+        restore(checkpoint, config, model, optimizer, scheduler)
+        history, start, best = checkpoint['history'], checkpoint['epoch'] + 1, checkpoint['best']
+        wall_before = checkpoint.get('wall_time', 0.0)
 
     t_start, train_time, train_graphs = time.perf_counter(), 0.0, 0
     for epoch in range(start, int(o['epochs'])):
@@ -103,13 +138,17 @@ def supervised(config, run_dir, dist_, resume, progress) -> Dict[str, Any]:
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{o["epochs"]}', disable=not (progress and dist_.main),
                    leave=False)
-        for batch in bar:
+        for step, batch in enumerate(bar):
             batch = batch.to(device)
             logits = ddp(batch)
             loss = soft_cross_entropy(logits, batch.y)
             optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
             n = batch.num_graphs
-            loss_sum += float(loss.detach()) * n
+            # The one sync per step the running mean already made; a NaN
+            # stops the run here, before this epoch's checkpoint.
+            value = float(loss.detach())
+            check_loss(value, epoch, int(o['epochs']), step, steps_per_epoch, run_dir)
+            loss_sum += value * n
             correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
             count += n
             bar.set_postfix(loss=f'{loss_sum / count:.3f}', acc=f'{correct / count:.3f}')

@@ -1,25 +1,37 @@
 """The run folder ``<out_dir>/<name>/``: refusing to overwrite a run,
-atomic JSON/YAML writes, checkpoints with RNG state, ``metrics.json`` and
-``curves.png``."""
+atomic JSON/YAML writes, checksummed checkpoints with RNG state,
+``metrics.json`` and ``curves.png``."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import pickle
 import random
-from typing import Any, Dict, List
+import struct
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 import yaml
 
 from nngraph._atomic import atomic_path
+from nngraph.training.config import check_resume, flatten
 
-__all__ = ['RunExistsError', 'prepare_run_dir', 'write_json', 'write_yaml', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'plot_curves', 'run_metrics', 'write_metrics']
+__all__ = ['RunExistsError', 'CheckpointError', 'prepare_run_dir', 'write_json', 'write_yaml', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'resume_checkpoint', 'probe_checkpoint',
+           'plot_curves', 'run_metrics', 'write_metrics']
 
 
 class RunExistsError(RuntimeError):
     """The run folder already holds a run (pass ``resume`` or ``overwrite``)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is refused: empty, truncated, changed since it
+    was written, not written by nngraph, or holding anything but tensors,
+    numbers, strings and containers. The message names the file."""
 
 
 def prepare_run_dir(config: Dict[str, Any], resume: bool, overwrite: bool) -> str:
@@ -61,8 +73,17 @@ def write_yaml(path: str, obj: Any) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
-    """The states of every RNG a run draws from (torch, numpy, random, CUDA)."""
-    state = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
+    """The states of every RNG a run draws from (torch, numpy, random, CUDA),
+    as tensors, numbers and strings only, so that a checkpoint holding them
+    reads back with ``torch.load(weights_only=True)``."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {'torch': torch.get_rng_state(),
+             'numpy': {'name': str(name), 'key': torch.from_numpy(key.astype(np.int64)), 'pos': int(pos),
+                       'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
+             # Mersenne Twister words are < 2**32: exact in int64
+             'python': {'version': int(version), 'state': torch.tensor(internal, dtype=torch.int64),
+                        'gauss_next': gauss_next}}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -71,16 +92,123 @@ def rng_state() -> Dict[str, Any]:
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restores what :func:`rng_state` saved."""
     torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
-    random.setstate(state['python'])
+    n = state['numpy']
+    np.random.set_state((n['name'], n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    p = state['python']
+    random.setstate((p['version'], tuple(p['state'].tolist()), p['gauss_next']))
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+# A checkpoint is an ordinary torch.save file (a zip archive, so torch.load
+# still reads it) whose zip comment holds the sha256 of every byte before
+# the comment. The end-of-central-directory record is the archive's last 22
+# bytes, its last two the comment's length; torch.save writes no comment.
+_CHECKSUM_TAG = b'nngraph-sha256:'
+_COMMENT_LEN = len(_CHECKSUM_TAG) + 64
+_EOCD = b'PK\x05\x06'
+
+
 def save_checkpoint(path: str, **state) -> None:
-    """Saves ``state`` with ``torch.save``, atomically."""
+    """Saves ``state`` (tensors, numbers, strings and containers only) with
+    ``torch.save``, a sha256 of the bytes in the archive's comment,
+    atomically: a reader sees the previous checkpoint or the complete new one."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+    if len(data) < 22 or bytes(data[-22:-18]) != _EOCD or bytes(data[-2:]) != b'\0\0':
+        raise RuntimeError('torch.save wrote an archive nngraph cannot checksum (no plain end record)')
+    body = bytes(data[:-2]) + struct.pack('<H', _COMMENT_LEN)
+    comment = _CHECKSUM_TAG + hashlib.sha256(body).hexdigest().encode('ascii')
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, 'wb') as f:
+            f.write(body)
+            f.write(comment)
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Reads what :func:`save_checkpoint` wrote, on the CPU, after checking
+    its sha256; with ``torch.load(weights_only=True)``, so no code in the file
+    ever runs. Raises :class:`CheckpointError` (a ``ValueError`` naming the
+    file) for an empty, truncated, changed or foreign file, or one holding
+    anything but tensors, numbers, strings and containers."""
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        raise CheckpointError(f'checkpoint {path} cannot be read: {err.strerror or err}') from None
+    if not data:
+        raise CheckpointError(f'checkpoint {path} is empty (0 bytes); it was never written completely')
+    tag = data[-_COMMENT_LEN:-64]
+    if tag != _CHECKSUM_TAG or data[-_COMMENT_LEN - 2:-_COMMENT_LEN] != struct.pack('<H', _COMMENT_LEN):
+        raise CheckpointError(f'checkpoint {path} carries no nngraph checksum: it is truncated, or was not '
+                              'written by this version of nngraph (start the run over with --overwrite)')
+    body, expected = data[:-_COMMENT_LEN], data[-64:]
+    if hashlib.sha256(body).hexdigest().encode('ascii') != expected:
+        raise CheckpointError(f'checkpoint {path} is corrupt: its bytes do not match the sha256 it was '
+                              'written with (changed or damaged since); refused')
+    try:
+        state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'checkpoint {path} holds something other than tensors, numbers, strings and containers '
+            f'(a pickled object or code); refused without running it: {str(err).splitlines()[0]}') from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        raise CheckpointError(f'checkpoint {path} cannot be read by torch.load: '
+                              f'{str(err).splitlines()[0] if str(err) else type(err).__name__}') from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict')
+    return state
+
+
+#: What a training checkpoint holds (the supervised loop adds ``best``).
+CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'epoch', 'history', 'rng', 'config')
+
+
+def resume_checkpoint(config: Dict[str, Any], run_dir: str) -> Optional[Dict[str, Any]]:
+    """The checkpoint ``--resume`` continues from (``None`` when the run
+    folder has none yet): read and verified (:func:`load_checkpoint`), and
+    made with the same config up to execution keys and a larger
+    ``optim.epochs`` (:func:`~nngraph.training.config.check_resume`). Runs
+    before anything is written, so a refused resume leaves the folder as it was."""
+    path = os.path.join(run_dir, 'checkpoint.pt')
+    if not os.path.exists(path):
+        return None
+    ck = load_checkpoint(path)
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if config['mode'] == 'supervised' and 'best' not in ck:
+        missing.append('best')
+    if missing or not isinstance(ck['config'], dict) or not isinstance(ck['epoch'], int):
+        raise CheckpointError(f'checkpoint {path} is not a training checkpoint of nngraph '
+                              f'(missing {missing or "a config dict and an epoch number"})')
+    check_resume(ck['config'], config, path)
+    return ck
+
+
+def probe_checkpoint(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The contrastive checkpoint of ``probe.checkpoint`` (a run folder or
+    its ``checkpoint.pt``) that mode ``probe`` reads, verified, and made with
+    this config's ``model`` and ``contrastive.projection_dim`` (one
+    ``ValueError`` naming each key that differs)."""
+    path = config['probe']['checkpoint']
+    if os.path.isdir(path):
+        path = os.path.join(path, 'checkpoint.pt')
+    if not os.path.exists(path):
+        raise ValueError(f'probe.checkpoint {path} does not exist; name a contrastive run folder or its '
+                         'checkpoint.pt')
+    ck = load_checkpoint(path)
+    if 'model' not in ck or not isinstance(ck.get('config'), dict):
+        raise CheckpointError(f'checkpoint {path} holds no model and config of a contrastive run')
+    old, new = flatten(ck['config']), flatten(config)
+    keys = [k for k in new if k.startswith('model.')] + ['contrastive.projection_dim']
+    changed = [f'{k}: {old[k]!r} -> {new[k]!r}' for k in keys if k in old and old[k] != new[k]]
+    if changed:
+        raise ValueError(f'probe.checkpoint {path} holds another encoder than this config builds '
+                         f'({"; ".join(changed)}); probe it with the config it was trained with')
+    ck['path'] = path
+    return ck
 
 
 def plot_curves(path: str, history: List[Dict[str, Any]], title: str) -> None:
