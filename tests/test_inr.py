@@ -289,3 +289,18 @@ def test_old_convention_strings_still_parse():
     _, b = init_params(legacy, torch.Generator().manual_seed(0))
     W_siren, _ = init_params(SirenConfig((2, 8, 1)), torch.Generator().manual_seed(0))
     assert not b[0].any() and torch.equal(init_params(legacy, torch.Generator().manual_seed(0))[0][0], W_siren[0])
+
+
+@pytest.mark.parametrize('kw, message', [
+    (dict(lr=float('nan')), 'lr must be a finite number > 0, got nan'),
+    (dict(lr=0.0), 'lr must be a finite number > 0, got 0.0'),
+    (dict(lr=-1e-3), 'lr must be a finite number > 0'),
+    (dict(lr=float('inf')), 'lr must be a finite number > 0, got inf'),
+    (dict(lr=1e38), r'lr=1e\+38 is too large'),
+    (dict(eps=0.0), 'eps must be a finite number > 0'),
+    (dict(betas=(0.9, 1.0)), r'betas must be two numbers in \[0, 1\)'),
+])
+def test_fit_refuses_adam_settings_that_cannot_fit(kw, message):
+    """Issue 19 row 7: a NaN lr fitted NaN networks without a word; 1e38 overflowed deep in torch."""
+    with pytest.raises(ValueError, match=message):
+        fit(digits(1), grid(8), steps=2, progress=False, **kw)

@@ -16,21 +16,44 @@ A shard ``i/n`` fits a contiguous range of chunks and writes
 ``DIR/shards/shard-i-of-n.pt``; :func:`merge_shards` joins the ``n`` shard
 files into the same split files that a one-shot build writes (the chunks are
 the same batches, so the result is identical).
+
+What a build promises (issue 19):
+
+* settings are checked before anything is loaded or fitted (a NaN ``lr``
+  is refused by name), and the output folder is created and locked before
+  fitting: an unwritable root fails in a second, not after the fit;
+* one process writes a root at a time: ``DIR/.lock`` (``O_CREAT | O_EXCL``,
+  holding pid and host) makes a second build or merge refuse, naming the
+  root and the holder; a lock whose process of this host is gone (killed) is
+  taken over. A shard locks only its own file, so shards run side by side;
+* every finished chunk is saved to ``DIR/.partial/`` (atomically,
+  checksummed, with the settings): a killed build resumes where it stopped,
+  bit for bit the uninterrupted build (every INR's fit depends only on its
+  own chunk), and cleans the temporary files the kill left;
+  ``overwrite=True`` discards them and refits everything;
+* a chunk in which a fit diverged (non-finite weights or loss) is refused,
+  naming the image;
+* shard files carry a checksum of their contents (:func:`store.seal`), which
+  :func:`merge_shards` verifies before writing anything.
 """
 from __future__ import annotations
 
 import glob
+import contextlib
 import hashlib
 import json
+import math
+import operator
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nngraph import inr as I
+from nngraph._atomic import LockHeldError, exclusive, remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.sources import IDX_SOURCES, Source, load_idx_source, load_source, published_val, resize
 
@@ -85,6 +108,10 @@ SOURCE_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 DATA_ROOT_ENV = 'NNGRAPH_DATA_ROOT'
 _SHARD_RE = re.compile(r'shard-(\d+)-of-(\d+)\.pt$')
+# 2: the source fingerprint hashes the source's bytes before resizing.
+FINGERPRINT_VERSION = 2
+LOCK = '.lock'               # held by the one process writing a build (or a shard)
+PARTIAL = '.partial'         # finished chunks of an unfinished build
 
 
 # --------------------------------------------------------------------------- #
@@ -145,6 +172,7 @@ def inr_seed(seed: int, object_id: Tensor, view: Tensor) -> Tensor:
 
 
 def _fingerprint(images: Tensor, labels: Tensor) -> str:
+    """First 16 hex digits of the SHA-256 of the images' and labels' bytes."""
     h = hashlib.sha256()
     h.update(images.numpy().tobytes())
     h.update(labels.numpy().tobytes())
@@ -201,17 +229,18 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
     if isinstance(source, str) and source in IDX_SOURCES:
         # An official test set: the split is fixed (the published one where it
         # ships); object ids stay idx positions, also under a limit.
-        images, labels, num_train = load_idx_source(source, source_dir)
-        images, name = resize(images, opts['grid']), source
+        raw, labels, num_train = load_idx_source(source, source_dir)
+        images, name = resize(raw, opts['grid']), source
         splits = fixed_splits(name, num_train, labels.numel(), labels, seed,
                               opts.get('val_fraction', 0.0))
         if limit is not None:
             splits = _limit_splits(splits, int(limit))
         split_kind = 'published' if name == 'fashion-mnist' else 'official-test'
     else:
-        images, labels, name = load_source(source, opts['grid'])
+        raw, labels, name = load_source(source, None)
         if limit is not None:
-            images, labels = images[:int(limit)], labels[:int(limit)]
+            raw, labels = raw[:int(limit)], labels[:int(limit)]
+        images = resize(raw, opts['grid'])
         splits = split_objects(labels, opts['val_fraction'], opts['test_fraction'], seed)
         split_kind = 'stratified'
     if objects_per_class is not None:
@@ -227,7 +256,12 @@ def _plan(source: Source, views: int, seed: int, limit: Optional[int], opts: Dic
         raise ValueError(f'seed must be in [0, 2**22), got {seed}')
     if int(opts['chunk_size']) < 1:
         raise ValueError(f'chunk_size must be positive, got {opts["chunk_size"]}')
-    settings = dict(source=name, source_fingerprint=_fingerprint(images, labels), views=int(views),
+    # The fingerprint hashes the source as read (uint8 / 255, or the user's
+    # floats), not the resized images: resizing is float arithmetic whose last
+    # bits may depend on the CPU's kernels, and the fingerprint decides whether
+    # a build made on another machine is reused.
+    settings = dict(source=name, source_fingerprint=_fingerprint(raw, labels),
+                    fingerprint_version=FINGERPRINT_VERSION, views=int(views),
                     seed=int(seed), limit=None if limit is None else int(limit),
                     image_shape=list(images.shape[1:]), split=split_kind, **opts)
     if objects_per_class is not None:       # only when set: older builds' settings stay equal
@@ -265,21 +299,136 @@ def _fit_rows(images: Tensor, table: Tensor, lo: int, hi: int, settings: Dict[st
                 output_offset=settings['output_offset'], steps=settings['steps'], lr=settings['lr'],
                 target_psnr=settings['target_psnr'],
                 seeds=inr_seed(settings['seed'], obj, view).unsqueeze(1), progress=False)
-    return dict(weights=[w.cpu() for w in res.weights], biases=[b.cpu() for b in res.biases],
+    part = dict(weights=[w.cpu() for w in res.weights], biases=[b.cpu() for b in res.biases],
                 psnr=res.psnr.float().cpu(), steps=res.steps.cpu(), seeds=res.seeds.cpu())
+    _check_converged(part, table, lo, settings)
+    return part
 
 
-def _fit_chunks(images, table, chunks, settings, device, progress) -> List[Dict[str, Tensor]]:
-    """Fits the chunks one after the other, with one progress bar over all INRs."""
+def _check_converged(part: Dict[str, Tensor], table: Tensor, lo: int, settings: Dict[str, Any]) -> None:
+    """Refuses to record a chunk in which a fit diverged: non-finite weights
+    or biases, or a loss that is not finite (PSNR NaN or -inf; +inf is a
+    perfect fit). The image index, view and split of the first such INR are
+    named. One whole-tensor test per parameter tensor; details only on failure."""
+    params = part['weights'] + part['biases']
+    psnr = part['psnr']
+    if all(bool(torch.isfinite(t).all()) for t in params) and bool((psnr > float('-inf')).all()):
+        return
+    finite = torch.stack([torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1) for t in params]).all(dim=0)
+    k = int((~(finite & (psnr > float('-inf')))).nonzero()[0])
+    split, obj, view = (int(v) for v in table[:, lo + k])
+    what = 'non-finite weights' if not bool(finite[k]) else f'a non-finite loss (PSNR {float(psnr[k])})'
+    raise ValueError(f'the fit of image {obj} (view {view}, {store.SPLITS[split]} split, INR {lo + k} of '
+                     f'the build) diverged: {what} with lr={settings["lr"]}, steps={settings["steps"]}; '
+                     f'nothing was recorded for it. Lower lr (or check the image)')
+
+
+def _chunk_path(out: str, a: int, b: int) -> str:
+    return os.path.join(out, PARTIAL, f'chunk-{a:09d}-{b:09d}.pt')
+
+
+def _load_chunk(path: str, settings_json: str, table: Tensor, a: int, b: int) -> Optional[Dict[str, Tensor]]:
+    """The finished chunk ``[a, b)`` a killed build left at ``path``, or
+    ``None`` when there is none, or it is unreadable, corrupt (checksum) or
+    from other settings: a partial chunk is only a cache, refitting it is
+    always right."""
+    if not os.path.exists(path):
+        return None
+    try:
+        rec = store.load_torch(path, 'partial chunk')
+        store.check_seal(rec, path, 'partial chunk')
+    except ValueError:
+        return None
+    if rec.get('kind') != 'chunk' or rec.get('settings') != settings_json or (rec.get('lo'), rec.get('hi')) != (a, b) \
+            or not torch.equal(rec['table'], table[:, a:b]):
+        return None
+    return {k: rec[k] for k in ('weights', 'biases', 'psnr', 'steps', 'seeds')}
+
+
+def _save_chunk(path: str, part: Dict[str, Tensor], settings_json: str, table: Tensor, a: int, b: int) -> None:
+    store.save_torch(path, store.seal(dict(
+        format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='chunk', lo=a, hi=b,
+        settings=settings_json, table=table[:, a:b].clone(), **part)))
+
+
+def _fit_chunks(images, table, chunks, settings, device, progress,
+                out: Optional[str] = None) -> List[Dict[str, Tensor]]:
+    """Fits the chunks one after the other, with one progress bar over all INRs.
+
+    With ``out``, every finished chunk is saved (atomically, checksummed) to
+    ``out/.partial/``, and a chunk found there from the same settings is
+    loaded instead of refitted: a killed build resumes where it stopped, and
+    since every INR's fit depends only on its chunk, the result is bit for bit
+    the uninterrupted build's."""
     from tqdm.auto import tqdm
     total = sum(b - a for a, b in chunks)
+    settings_json = json.dumps(settings, sort_keys=True)
     parts = []
     with tqdm(total=total, desc='fitting INRs', unit='INR', disable=not progress) as bar:
         for a, b in chunks:
-            parts.append(_fit_rows(images, table, a, b, settings, device))
+            path = None if out is None else _chunk_path(out, a, b)
+            part = None if path is None else _load_chunk(path, settings_json, table, a, b)
+            if part is None:
+                part = _fit_rows(images, table, a, b, settings, device)
+                if path is not None:
+                    _save_chunk(path, part, settings_json, table, a, b)
+            parts.append(part)
             bar.update(b - a)
             bar.set_postfix(psnr=f'{float(torch.cat([p["psnr"] for p in parts]).mean()):.1f}dB')
     return parts
+
+
+def _clear_chunks(out: str, chunks: Sequence[Tuple[int, int]]) -> None:
+    """Removes the partial files of ``chunks`` (and their stale temp files),
+    then ``out/.partial`` if nothing else is left in it (a shard of the same
+    build may still be using it)."""
+    for a, b in chunks:
+        path = _chunk_path(out, a, b)
+        remove_stale_temp_files(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(out, PARTIAL))
+
+
+def _clean_temp_files(out: str, chunks: Sequence[Tuple[int, int]], targets: Sequence[str]) -> None:
+    """Removes the temporary files a killed build left beside ``targets``
+    and its chunk files (only this process's: it holds their lock)."""
+    for path in targets:
+        remove_stale_temp_files(path)
+    folder = os.path.join(out, PARTIAL)
+    if os.path.isdir(folder):
+        mine = {os.path.basename(_chunk_path(out, a, b)) for a, b in chunks}
+        for name in os.listdir(folder):      # one listing, not one per chunk
+            if name.startswith('.') and name.endswith('.tmp') and name[1:].split('.pt.')[0] + '.pt' in mine:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+
+
+@contextlib.contextmanager
+def _writer(folder: str, lock_name: str, what: str) -> Iterator[None]:
+    """Makes this process the one writer of ``folder`` for the block.
+
+    Creating the folder and the lock file inside it is the writability check,
+    done before any fitting (a build into an unwritable root used to fit for
+    42 minutes, then fail and lose everything).
+
+    Raises:
+        LockHeldError: another live build or merge holds the lock (named).
+        ValueError: ``folder`` cannot be created or written (named, with why).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            stack.enter_context(exclusive(os.path.join(folder, lock_name), what))
+        except LockHeldError:
+            raise
+        except OSError as err:
+            why = 'it is a file, not a directory' if os.path.isfile(folder) else \
+                f'{err.strerror or err} ({type(err).__name__})'
+            raise ValueError(f'cannot write {what}: {why}; choose a writable directory (out= / --out, '
+                             f'or ${DATA_ROOT_ENV})') from None
+        yield
 
 
 def _cat(parts: Sequence[Dict[str, Tensor]]) -> Dict[str, Any]:
@@ -337,10 +486,18 @@ def _write_splits(out: str, images: Tensor, labels: Tensor, splits: Dict[str, Te
     store.write_json(manifest_path, manifest)
 
 
-def _compatible(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+def _compatible(old: Dict[str, Any], new: Dict[str, Any], legacy_fingerprint=None) -> List[str]:
     """Settings that differ, except that an old build with more train views
-    serves a request for fewer (the first views of every object are the same)."""
+    serves a request for fewer (the first views of every object are the same).
+
+    A build from before :data:`FINGERPRINT_VERSION` 2 fingerprinted the
+    resized images: ``legacy_fingerprint()`` computes that, so such a build
+    is still recognised (and reused) when its source is the same."""
     old = {'split': 'stratified', **old}     # builds from before fixed splits existed
+    if 'fingerprint_version' not in old and legacy_fingerprint is not None:
+        same = old.get('source_fingerprint') == legacy_fingerprint()
+        old = dict(old, fingerprint_version=new['fingerprint_version'],
+                   source_fingerprint=new['source_fingerprint'] if same else old.get('source_fingerprint'))
     diff = [k for k in sorted(set(old) | set(new)) if k != 'views' and old.get(k) != new.get(k)]
     if old.get('views', 0) < new['views']:
         diff.append('views')
@@ -379,19 +536,58 @@ def _options(source: Source, settings: Dict[str, Any]) -> Tuple[int, Dict[str, A
         raise TypeError(f'unknown build setting(s) {unknown} for source {name!r}{why}; '
                         f'valid: {sorted(defaults)}')
     o = {**defaults, **settings}
-    typed = dict(grid=None if o['grid'] is None else int(o['grid']), val_views=int(o['val_views']),
-                 test_views=int(o['test_views']), hidden=tuple(int(h) for h in o['hidden']),
-                 w0=float(o['w0']), first_w0=None if o['first_w0'] is None else float(o['first_w0']),
-                 init=o['init'], output_offset=float(o['output_offset']), steps=int(o['steps']),
-                 lr=float(o['lr']),
-                 target_psnr=None if o['target_psnr'] is None else float(o['target_psnr']),
-                 chunk_size=int(o['chunk_size']))
+    typed = dict(grid=_setting(o, 'grid', int, 1, optional=True),
+                 val_views=_setting(o, 'val_views', int, 1), test_views=_setting(o, 'test_views', int, 1),
+                 hidden=_hidden(o['hidden']),
+                 w0=_setting(o, 'w0', float), first_w0=_setting(o, 'first_w0', float, optional=True),
+                 init=o['init'], output_offset=_setting(o, 'output_offset', float),
+                 steps=_setting(o, 'steps', int, 1), lr=_setting(o, 'lr', float, 0.0, open_low=True),
+                 target_psnr=_setting(o, 'target_psnr', float, optional=True),
+                 chunk_size=_setting(o, 'chunk_size', int, 1))
     for k in ('val_fraction', 'test_fraction'):
         if k in o:
-            typed[k] = float(o[k])
+            typed[k] = _setting(o, k, float, 0.0)
     I.SirenConfig(layer_sizes=(2, *typed['hidden'], 1), w0=typed['w0'], first_w0=typed['first_w0'],
                   init=typed['init'], output_offset=typed['output_offset'])   # validates up front
     return int(o['views']), typed
+
+
+def _setting(o: Dict[str, Any], key: str, kind: type, low: Optional[float] = None,
+             optional: bool = False, open_low: bool = False):
+    """``o[key]`` as ``kind``, refused up front (before any fitting) unless it
+    is a finite number ``>= low`` (``> low`` with ``open_low``), or ``None``
+    where ``optional``: a NaN learning rate fitted NaN networks for 42 minutes."""
+    value = o[key]
+    if value is None and optional:
+        return None
+    what = 'an integer' if kind is int else 'a finite number'
+    if low is not None:
+        what += f' {">" if open_low else ">="} {low:g}'
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise TypeError
+        typed = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        typed = None
+    if typed is None or not math.isfinite(typed) or (
+            low is not None and (typed <= low if open_low else typed < low)):
+        raise ValueError(f'build setting {key}={value!r} is not {what}'
+                         f'{" (or None)" if optional else ""}')
+    return typed
+
+
+def _hidden(value: Any) -> Tuple[int, ...]:
+    """The hidden widths as positive integers, or a ``ValueError`` naming them."""
+    try:
+        if isinstance(value, (str, bytes)) or any(isinstance(h, bool) for h in value):
+            raise TypeError
+        hidden = tuple(operator.index(h) for h in value)       # ints (numpy's too), no floats
+        if any(h < 1 for h in hidden):
+            raise TypeError
+    except TypeError:
+        raise ValueError(f'build setting hidden={value!r} must be a sequence of positive '
+                         f'integers') from None
+    return hidden
 
 
 def build_inr_dataset(
@@ -421,11 +617,16 @@ def build_inr_dataset(
     (:mod:`nngraph.data.store`), all atomically. Read it with
     :class:`nngraph.data.INRGraphDataset`.
 
-    A complete build already in ``out`` is reused (no refitting) when its
-    settings equal these, or differ only by having *more* train views (the
-    first ``views`` of every object are the same networks, see
-    :func:`inr_seed`). A build with other settings raises ``ValueError``
-    naming them, unless ``overwrite=True`` (then it is rebuilt).
+    A complete build already in ``out`` is reused (no refitting, no lock, so
+    a read-only build serves) when its settings equal these, or differ only
+    by having *more* train views (the first ``views`` of every object are the
+    same networks, see :func:`inr_seed`). A build with other settings raises
+    ``ValueError`` naming them, unless ``overwrite=True`` (then it is rebuilt).
+
+    Otherwise ``out`` is created and locked (``out/.lock``) before fitting,
+    and every finished chunk is kept in ``out/.partial/`` until the build is
+    complete, so a killed build rerun with the same settings fits only what
+    was not finished (module docstring).
 
     Args:
         source: ``'digits'``, ``'fashion-mnist'``, ``'mnist'`` or
@@ -452,7 +653,9 @@ def build_inr_dataset(
         shard: ``(i, n)``: fit only the ``i``-th of ``n`` disjoint slices and
             write ``out/shards/shard-i-of-n.pt`` (returns that path); join the
             shards with :func:`merge_shards`.
-        overwrite: rebuild over a build with different settings.
+        overwrite: rebuild from scratch: over a complete build (with other
+            settings or the same), discarding the finished chunks of an
+            interrupted one.
         device: where to fit (default CPU).
         threads: CPU threads while fitting (restored afterwards); ``None``
             leaves torch's setting. Default 1: the many small batched matmuls
@@ -473,7 +676,12 @@ def build_inr_dataset(
         FileNotFoundError: an idx source's files missing (directory and
             install command named).
         ValueError: unknown source, empty source, images of mixed sizes,
-            ``views < 1``, a bad shard spec, an incompatible existing build.
+            ``views < 1``, a bad shard spec, an incompatible existing build,
+            a fitting setting that is not finite or not positive (named), an
+            ``out`` that cannot be written (named, before fitting), a fit that
+            diverged (the image named).
+        LockHeldError: (a ``ValueError``) another build is writing ``out``
+            (or this shard); the lock file and its holder are named.
     """
     default_views, opts = _options(source, settings)
     views = default_views if views is None else views
@@ -490,33 +698,54 @@ def build_inr_dataset(
         mine = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
-        with I.num_threads(threads):
-            parts = _fit_chunks(images, table, mine, settings, device, progress)
-        record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
-                      shard=i, num_shards=n, lo=lo, hi=hi, total=int(table.shape[1]),
-                      settings=json.dumps(settings, sort_keys=True),
-                      images=images, labels=labels, table=table,
-                      **(_cat(parts) if parts else dict(weights=[], biases=[], psnr=torch.zeros(0),
-                                                         steps=torch.zeros(0, dtype=torch.long),
-                                                         seeds=torch.zeros(0, dtype=torch.long))))
-        path = os.path.join(out, 'shards', f'shard-{i}-of-{n}.pt')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        store.save_torch(path, record)
+        name = f'shard-{i}-of-{n}'
+        path = os.path.join(out, 'shards', f'{name}.pt')
+        # Shards of one build run side by side: each locks its own file.
+        with _writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
+            _clean_temp_files(out, mine, [path])
+            if overwrite:
+                _clear_chunks(out, mine)
+            with I.num_threads(threads):
+                parts = _fit_chunks(images, table, mine, settings, device, progress, out)
+            record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
+                          shard=i, num_shards=n, lo=lo, hi=hi, total=int(table.shape[1]),
+                          settings=json.dumps(settings, sort_keys=True),
+                          images=images, labels=labels, table=table,
+                          **(_cat(parts) if parts else dict(weights=[], biases=[], psnr=torch.zeros(0),
+                                                             steps=torch.zeros(0, dtype=torch.long),
+                                                             seeds=torch.zeros(0, dtype=torch.long))))
+            store.save_torch(path, store.seal(record))     # merge_shards verifies the checksum
+            _clear_chunks(out, mine)
         return path
 
-    if os.path.exists(os.path.join(out, store.MANIFEST)):
+    legacy = lambda: _fingerprint(images, labels)      # noqa: E731 (only for builds of old versions)
+
+    def reusable() -> bool:
+        """Whether a complete build with these settings is already in ``out``."""
+        if overwrite or not os.path.exists(os.path.join(out, store.MANIFEST)):
+            return False
         old = store.read_manifest(out)['settings']
-        diff = _compatible(old, settings)
-        if not diff:
-            return out
-        if not overwrite:
+        diff = _compatible(old, settings, legacy)
+        if diff:
             desc = ', '.join(f'{k}: built {old.get(k)!r}, asked {settings.get(k)!r}' for k in diff)
             raise ValueError(f'{out!r} already holds an INR dataset built with other settings '
                              f'({desc}); pass overwrite=True to rebuild it, or another out=')
+        return True
 
-    with I.num_threads(threads):
-        parts = _fit_chunks(images, table, chunks, settings, device, progress)
-    _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
+    # A complete build is reused without the lock (it may be read-only).
+    if reusable():
+        return out
+    with _writer(out, LOCK, f'the INR dataset directory {out!r}'):
+        if reusable():            # another build finished it while we waited to start
+            return out
+        _clean_temp_files(out, chunks, [os.path.join(out, f) for f in
+                                        (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)])
+        if overwrite:             # really rebuild: finished chunks of an earlier run go too
+            _clear_chunks(out, chunks)
+        with I.num_threads(threads):
+            parts = _fit_chunks(images, table, chunks, settings, device, progress, out)
+        _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
+        _clear_chunks(out, chunks)
     return out
 
 
@@ -536,13 +765,26 @@ def merge_shards(out: Union[str, os.PathLike]) -> str:
     """Joins ``out/shards/shard-*-of-n.pt`` into the split files and manifest
     of a complete build (identical to a one-shot build with the same settings).
 
+    Every shard is checked before anything is written: a shard whose
+    contents differ from the checksum it was written with (a flipped bit) is
+    refused, so the merged split files never vouch for corrupt weights.
+
     Raises:
         ValueError: no shard files; shards of different builds or shard
-            counts; a missing shard; a truncated or corrupt shard file; a shard
-            whose INR range is not the one its index implies (a partial shard).
-            Every message names the shard file.
+            counts; a missing shard; a truncated or corrupt shard file (bad
+            checksum); a shard whose INR range is not the one its index
+            implies (a partial shard). Every message names the shard file.
+        LockHeldError: another build or merge is writing ``out`` (named).
     """
     out = os.path.expanduser(os.fspath(out))
+    if not os.path.isdir(os.path.join(out, 'shards')):
+        raise ValueError(f'no shard files in {os.path.join(out, "shards")!r}')
+    with _writer(out, LOCK, f'the INR dataset directory {out!r}'):
+        _merge(out)
+    return out
+
+
+def _merge(out: str) -> None:
     paths = sorted(glob.glob(os.path.join(out, 'shards', 'shard-*-of-*.pt')))
     if not paths:
         raise ValueError(f'no shard files in {os.path.join(out, "shards")!r}')
@@ -553,6 +795,7 @@ def merge_shards(out: Union[str, os.PathLike]) -> str:
         if m is None:
             continue
         rec = store.load_torch(p, 'shard file')
+        store.check_seal(rec, p, 'shard file')       # a flipped bit must not get a fresh sha256
         if rec.get('kind') != 'shard' or rec.get('shard') != int(m.group(1)) \
                 or rec.get('num_shards') != int(m.group(2)):
             raise ValueError(f'shard file {p!r} does not hold shard {m.group(1)}/{m.group(2)}')
@@ -590,5 +833,6 @@ def merge_shards(out: Union[str, os.PathLike]) -> str:
     images, labels, table = first['images'], first['labels'], first['table']
     splits = {s: torch.unique(table[1, table[0] == k]) for k, s in enumerate(store.SPLITS)}
     per_split = {'train': settings['views'], 'val': settings['val_views'], 'test': settings['test_views']}
+    for f in (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST):
+        remove_stale_temp_files(os.path.join(out, f))
     _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
-    return out

@@ -49,6 +49,56 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _digest(h: 'hashlib._Hash', value: Any) -> None:
+    # Type tags and lengths keep different structures from hashing alike.
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f'T{t.dtype}{tuple(t.shape)}'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    elif isinstance(value, dict):
+        h.update(f'D{len(value)}'.encode())
+        for k in sorted(value):
+            h.update(f'K{len(str(k))}:{k}'.encode())
+            _digest(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        h.update(f'L{len(value)}'.encode())
+        for v in value:
+            _digest(h, v)
+    else:
+        text = repr(value)                  # str, int, float, bool, None
+        h.update(f'{type(value).__name__}{len(text)}:{text}'.encode())
+
+
+def content_sha256(record: Dict[str, Any]) -> str:
+    """SHA-256 of a record's contents, every key but ``'sha256'``: each
+    tensor's dtype, shape and raw bytes, the other values by ``repr``. A pure
+    function of the bytes (no float arithmetic), so a flipped bit anywhere in
+    a tensor changes it, on every machine alike."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in record.items() if k != 'sha256'})
+    return h.hexdigest()
+
+
+def seal(record: Dict[str, Any]) -> Dict[str, Any]:
+    """``record`` with its :func:`content_sha256` stored under ``'sha256'``."""
+    return {**record, 'sha256': content_sha256(record)}
+
+
+def check_seal(record: Dict[str, Any], path: str, what: str) -> None:
+    """Refuses a record whose contents differ from the checksum it was
+    written with (a flipped bit, an edited tensor), naming the file.
+
+    Raises:
+        ValueError: no checksum, or a checksum that does not match.
+    """
+    if 'sha256' not in record:
+        raise ValueError(f'{what} {path!r} has no checksum (written by an older nngraph, or '
+                         f'edited); rebuild it')
+    if content_sha256(record) != record['sha256']:
+        raise ValueError(f'{what} {path!r} is corrupt: its contents do not match the checksum it '
+                         f'was written with; rebuild it')
+
+
 def save_torch(path: str, obj: Any) -> None:
     """``torch.save`` through a temp file renamed onto ``path``."""
     with atomic_path(path) as tmp:

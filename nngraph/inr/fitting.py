@@ -385,7 +385,9 @@ def fit(
 
     Raises:
         ValueError: empty or non-finite signals, shapes that do not match,
-            ``views < 1``, ``steps < 0``, seeds of the wrong shape, an
+            ``views < 1``, ``steps < 0``, ``lr`` or ``eps`` not finite and
+            positive (or ``lr`` so large that Adam's step overflows),
+            ``betas`` outside ``[0, 1)``, seeds of the wrong shape, an
             unknown preset or init sharing, a preset with conventions beside it.
     """
     if not isinstance(signals, Tensor) or not isinstance(coords, Tensor):
@@ -408,6 +410,7 @@ def fit(
     if int(steps) < 0:
         raise ValueError(f'steps must be >= 0, got {steps}')
     V, device, dtype = int(views), signals.device, signals.dtype
+    _check_adam(lr, betas, eps, dtype)
     coords = coords.to(device=device, dtype=dtype)
     given = dict(w0=w0, first_w0=first_w0, init=init, output_offset=output_offset)
     if preset is not None:
@@ -439,6 +442,27 @@ def fit(
     with num_threads(threads if device.type == 'cpu' else None):
         return _fit(signals, coords, V, config, seeds, int(steps), float(lr), betas, float(eps),
                     target_psnr, float(peak), progress, separable)
+
+
+def _check_adam(lr: float, betas: Tuple[float, float], eps: float, dtype: torch.dtype) -> None:
+    """Refuses Adam settings that cannot fit anything: a NaN, infinite or
+    non-positive ``lr`` or ``eps``, ``betas`` outside ``[0, 1)``, or an ``lr``
+    so large that Adam's first step ``lr / (1 - beta1)`` overflows ``dtype``
+    (a deep torch error otherwise)."""
+    def number(v) -> float:
+        try:
+            return float('nan') if isinstance(v, (bool, str)) else float(v)
+        except (TypeError, ValueError):
+            return float('nan')
+
+    for name, v in (('lr', lr), ('eps', eps)):
+        if not (math.isfinite(number(v)) and number(v) > 0):
+            raise ValueError(f'{name} must be a finite number > 0, got {v!r}')
+    b = [number(v) for v in betas] if isinstance(betas, (tuple, list)) else []
+    if len(b) != 2 or not all(0 <= v < 1 for v in b):
+        raise ValueError(f'betas must be two numbers in [0, 1), got {betas!r}')
+    if number(lr) / (1 - b[0]) > torch.finfo(dtype).max:
+        raise ValueError(f'lr={lr!r} is too large: the first Adam step lr / (1 - beta1) overflows {dtype}')
 
 
 @contextlib.contextmanager

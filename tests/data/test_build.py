@@ -12,6 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from nngraph.data import INRGraphDataset, build_inr_dataset, merge_shards, split_objects
+from nngraph.data import store
 from nngraph.data.__main__ import main
 
 from .conftest import SMALL
@@ -149,7 +150,7 @@ def test_merge_refuses_missing_partial_and_corrupt_shards(tmp_path):
     path = build_inr_dataset('digits', out=out, views=2, shard=(1, 3), **tiny())
     rec = load(path)
     rec['psnr'] = rec['psnr'][:-1]                                # one INR short: a partial shard
-    torch.save(rec, path)
+    torch.save(store.seal(rec), path)                             # ... consistent with its checksum
     with pytest.raises(ValueError, match=r'shard-1-of-3.pt.* is partial'):
         merge_shards(out)
     build_inr_dataset('digits', out=out, views=2, shard=(1, 3), **tiny())
