@@ -131,6 +131,7 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
         raise ValueError(f'unknown idx source {name!r}; choose one of {sorted(IDX_SOURCES)}')
     directory = source_dir(name, directory)
     parts, labels, counts = [], [], []
+    first_path = None
     for _, image_stem, label_stem in IDX_FILES:
         image_path = _idx_file(directory, image_stem, name)
         label_path = _idx_file(directory, label_stem, name)
@@ -150,7 +151,8 @@ def load_idx_source(name: str, directory: Optional[Union[str, os.PathLike]] = No
                              f'{lab.shape[0]} labels')
         if parts and im.shape[1:] != parts[0].shape[1:]:
             raise ValueError(f'{image_path!r} holds {im.shape[1:]} images but the training '
-                             f'images are {parts[0].shape[1:]}')
+                             f'images of {first_path!r} are {parts[0].shape[1:]}')
+        first_path = first_path or image_path
         parts.append(im)
         labels.append(lab)
         counts.append(im.shape[0])
