@@ -705,6 +705,8 @@ def build_inr_dataset(
             _clean_temp_files(out, mine, [path])
             if overwrite:
                 _clear_chunks(out, mine)
+            elif _shard_done(path, settings, table):
+                return path
             with I.num_threads(threads):
                 parts = _fit_chunks(images, table, mine, settings, device, progress, out)
             record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
@@ -747,6 +749,19 @@ def build_inr_dataset(
         _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
         _clear_chunks(out, chunks)
     return out
+
+
+def _shard_done(path: str, settings: Dict[str, Any], table: Tensor) -> bool:
+    """Whether ``path`` already holds this shard, complete, intact (checksum)
+    and of these settings: rerunning a finished shard does not refit it."""
+    if not os.path.exists(path):
+        return False
+    try:
+        rec = store.load_torch(path, 'shard file')
+        store.check_seal(rec, path, 'shard file')
+    except ValueError:
+        return False
+    return rec.get('settings') == json.dumps(settings, sort_keys=True) and torch.equal(rec['table'], table)
 
 
 def _parse_shard(shard: Union[str, Tuple[int, int]]) -> Tuple[int, int]:

@@ -273,4 +273,8 @@ def _custom(images: Any, labels: Any) -> Tuple[Tensor, Tensor]:
         raise ValueError(f'got {x.shape[0]} images but {y.numel()} labels')
     if y.dtype.is_floating_point and not bool((y == y.round()).all()):
         raise ValueError('labels must be integers')
+    if y.numel() and int(y.min()) < 0:
+        # Classes are 0 .. max label; a negative one would index outside them.
+        i = int((y < 0).nonzero()[0])
+        raise ValueError(f'labels must be class indices >= 0, got {y[i].item()} at position {i}')
     return x, y.to(torch.long)

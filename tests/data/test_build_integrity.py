@@ -390,3 +390,21 @@ def test_the_source_fingerprint_hashes_the_source_bytes_before_resizing(tmp_path
     json.dump(manifest, open(os.path.join(out, 'manifest.json'), 'w'))
     with pytest.raises(ValueError, match='source_fingerprint: built'):
         build_inr_dataset('digits', out=out, **tiny())
+
+
+def test_a_finished_shard_is_not_refitted_unless_overwritten(tmp_path, monkeypatch):
+    out = tmp_path / 'ds'
+    path = build_inr_dataset('digits', out=out, shard='0/2', **tiny())
+    fitted = count_fits(monkeypatch)
+    assert build_inr_dataset('digits', out=out, shard='0/2', **tiny()) == path
+    assert fitted == []
+    build_inr_dataset('digits', out=out, shard='0/2', overwrite=True, **tiny())
+    assert fitted == [0, 6]
+    fitted.clear()
+    build_inr_dataset('digits', out=out, shard='0/2', **tiny(lr=3e-3))  # other settings: refitted
+    assert fitted == [0, 6]
+
+
+def test_negative_labels_of_user_arrays_are_refused(tmp_path):
+    with pytest.raises(ValueError, match='labels must be class indices >= 0, got -1 at position 2'):
+        build_inr_dataset((torch.rand(4, 6, 6), [0, 1, -1, 1]), out=tmp_path, **tiny(limit=None, grid=None))
