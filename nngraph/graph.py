@@ -227,12 +227,14 @@ def to_weights(g: Data) -> Layers:
     ``[d_{l+1}]`` (channel 0 of the edge and node features), as new tensors.
 
     Raises:
-        ValueError: ``g`` is not a parameter graph in canonical order (:func:`validate`).
+        ValueError: ``g`` is not a parameter graph in canonical order
+            (:func:`validate`), or its parameters hold NaN or Inf.
     """
     if isinstance(g, Batch):
         raise TypeError('to_weights takes a single graph; use graph_layer_views or '
                         'batch.to_data_list() for a Batch')
     weights, biases = layer_views(g)
+    check_finite(g)   # from_weights refuses NaN and Inf; its inverse does too
     return [w[..., 0].clone() for w in weights], [b[:, 0].clone() for b in biases]
 
 
@@ -427,9 +429,10 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False,
         all_layers: return every layer's output (after its activation), the
             inputs first: ``L + 1`` tensors ``[..., d_l]`` (or ``[B, n, d_l]``),
             e.g. for probe features of every neuron.
-        check: run :func:`validate` first (O(N + E)), so hand-edited edges
-            are refused rather than silently ignored; ``False`` for graphs
-            already checked, as the encoder's probe features do.
+        check: run :func:`validate` and :func:`check_finite` first
+            (O(N + E)), so hand-edited edges and NaN parameters are refused
+            rather than silently read; ``False`` for graphs already checked,
+            as the encoder's probe features do.
 
     Returns:
         ``[..., d_L]`` for one graph, ``[B, n, d_L]`` for a batch; one batched
@@ -437,6 +440,11 @@ def forward(g: Graph, inputs: Tensor, *, all_layers: bool = False,
     """
     if check:
         validate(g)
+        check_finite(g)
+    if not isinstance(inputs, Tensor):
+        raise ValueError(f'inputs must be a tensor, got a {type(inputs).__name__}')
+    if inputs.dtype != g.edge_attr.dtype:
+        raise ValueError(f'inputs are {inputs.dtype} but the network\'s weights are {g.edge_attr.dtype}')
     if isinstance(g, Batch):
         weights, biases = stacked_layer_views(g, check=False)
         d_in, B = weights[0].shape[2], g.num_graphs
@@ -720,14 +728,19 @@ def _check_graph(g: Graph, prefix: str) -> None:
 def check_finite(g: Graph) -> None:
     """Refuses a graph or batch whose weights (``edge_attr``) or biases (``x``)
     hold NaN or Inf, naming the graph, the field, the layer and the count.
-    One reduction per tensor; the details are computed only on failure.
+    One sum per tensor and one number read back: NaN and Inf propagate
+    through a sum (a finite sum that overflows is a false alarm the exact
+    per-tensor test then clears); the details are computed only on failure.
 
     Raises:
         ValueError: a non-finite parameter.
     """
-    for field, what in (('edge_attr', 'weights'), ('x', 'biases')):
-        t = getattr(g, field, None)
-        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    fields = [(f, what, getattr(g, f, None)) for f, what in (('edge_attr', 'weights'), ('x', 'biases'))]
+    fields = [(f, what, t) for f, what, t in fields if isinstance(t, Tensor) and t.is_floating_point()]
+    if not fields or math.isfinite(sum(t.sum() for _, _, t in fields).item()):
+        return
+    for field, what, t in fields:
+        if not bool(torch.isfinite(t).all()):
             _raise_nonfinite_graph(g, field, what)
 
 

@@ -13,6 +13,7 @@ re-exports its public names.
 from __future__ import annotations
 
 import functools
+import operator
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -67,7 +68,12 @@ def structure(layer_sizes: Sequence[int]) -> Tuple[Tensor, Tensor]:
 
 
 def check_sizes(layer_sizes: Sequence[int]) -> Tuple[int, ...]:
-    sizes = tuple(int(d) for d in layer_sizes)
+    """``layer_sizes`` as a tuple of ints, refused unless it holds at least two
+    positive integer widths (``2.5`` is not a width: it would be read as 2)."""
+    try:
+        sizes = tuple(operator.index(d) for d in layer_sizes)
+    except TypeError:
+        raise ValueError(f'layer_sizes must hold integer widths, got {layer_sizes!r}') from None
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f'layer_sizes must hold at least two positive widths, got {sizes}')
     return sizes
@@ -105,6 +111,8 @@ def architecture(g: Graph) -> List[Tuple[int, ...]]:
     counts = None
     if type(sizes) is tuple and not isinstance(g, Batch):     # the common case: one fresh graph
         per_graph = [sizes]
+    elif not isinstance(sizes, (tuple, list)):
+        raise ValueError(f'layer_sizes must be a sequence of ints per graph, got {sizes!r}')
     elif len(sizes) and not isinstance(sizes[0], (tuple, list)):
         per_graph = [_as_sizes(sizes)]
     elif len(sizes) and type(sizes[0]) is tuple and sizes.count(sizes[0]) == len(sizes):
@@ -118,8 +126,8 @@ def architecture(g: Graph) -> List[Tuple[int, ...]]:
 
 def _as_sizes(sizes) -> Tuple[int, ...]:
     try:
-        out = tuple(int(d) for d in sizes)
-    except (TypeError, ValueError):
+        out = tuple(operator.index(d) for d in sizes)
+    except TypeError:
         raise ValueError(f'layer_sizes must be a sequence of ints per graph, got {sizes!r}') from None
     return out
 
@@ -138,7 +146,10 @@ def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]],
         raise ValueError(f'layer_sizes holds {len(per_graph)} entries for a batch of {g.num_graphs} graphs')
     if len(per_graph) == 1:
         counts = {per_graph[0]: 1}
-        nodes, edges = _totals(per_graph[0])
+        try:
+            nodes, edges = _totals(per_graph[0])
+        except TypeError:   # an unhashable or non-integer entry in a tuple nobody built with from_weights
+            raise ValueError(f'layer_sizes must be a sequence of ints, got {per_graph[0]!r}') from None
     else:
         counts = counts or Counter(per_graph)
         nodes = edges = 0
@@ -163,9 +174,13 @@ def _check_counts(g: Graph, fields: dict, per_graph: List[Tuple[int, ...]],
 def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
     """Layer widths counted from ``layer`` (per graph via ``batch``): one sync."""
     layer = getattr(g, 'layer', None)
-    if layer is None or layer.numel() == 0:
+    if not isinstance(layer, Tensor) or layer.numel() == 0:
         raise ValueError('not a parameter graph: it has neither layer_sizes nor a layer tensor')
-    depth = int(layer.max()) + 1
+    _check_layer(layer)
+    low, high = (int(v) for v in layer.aminmax())
+    if low < 0:
+        raise ValueError(f'the layer tensor holds layer index {low}; layers count from 0 (the inputs)')
+    depth = high + 1
     if isinstance(g, Batch):
         B = g.num_graphs
         counts = torch.bincount(g.batch * depth + layer, minlength=B * depth).view(B, depth)
@@ -179,15 +194,31 @@ def _sizes_from_layer(g: Graph) -> List[Tuple[int, ...]]:
 def activations(g: Graph) -> List[Union[str, Tuple[str, ...]]]:
     """The ``activation`` of every graph in ``g`` (one entry for a single
     graph), each a string or a tuple of per-layer strings, whatever container
-    PyG left it in: compare these, not ``g.activation``."""
-    act = g.activation
+    PyG left it in: compare these, not ``g.activation``.
+
+    Raises:
+        ValueError: no ``activation``, or one that is not a string or a
+            sequence of strings.
+    """
+    act = g._store._mapping.get('activation')
     if isinstance(g, Batch):
         if isinstance(act, str):
             return [act] * g.num_graphs
-        if act and isinstance(act[0], (str, tuple)) and act.count(act[0]) == len(act):
-            return [act[0]] * len(act)        # one activation: one C-level scan
-        return [a if isinstance(a, str) else tuple(a) for a in act]
-    return [act if isinstance(act, str) else tuple(act)]
+        if isinstance(act, (tuple, list)):
+            if act and isinstance(act[0], (str, tuple)) and act.count(act[0]) == len(act):
+                return [act[0]] * len(act)        # one activation: one C-level scan
+            return [a if isinstance(a, str) else _as_names(a) for a in act]
+    elif isinstance(act, str):
+        return [act]
+    elif isinstance(act, (tuple, list)):
+        return [tuple(act)]
+    raise ValueError(f'activation must be a string or one string per layer, got {act!r}')
+
+
+def _as_names(act) -> Tuple[str, ...]:
+    if not isinstance(act, (tuple, list)):
+        raise ValueError(f'activation must be a string or one string per layer, got {act!r}')
+    return tuple(act)
 
 
 def validate(g: Graph) -> List[Tuple[int, ...]]:
@@ -201,8 +232,11 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
     on the augmentation path, which checks only tensor sizes (:func:`architecture`).
 
     Raises:
-        ValueError: naming the first mismatch (which graph, which layer or edge).
+        ValueError: naming the first mismatch (which graph, which field, layer
+            or edge): missing tensors, wrong dtypes or dimensions, sizes or
+            edges that disagree with ``layer_sizes``.
     """
+    _check_tensors(g._store._mapping)
     per_graph = architecture(g)
     device = g.edge_index.device
     node_ptr = [0]
@@ -215,9 +249,10 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
             expect_layer = torch.cat([structure_on(s, device)[1] for s in per_graph])
         if not torch.equal(g.layer, expect_layer):
             i = _first_graph_differing(g.layer != expect_layer, node_ptr)
-            got = torch.bincount(g.layer[node_ptr[i]:node_ptr[i + 1]]).tolist()
+            own = g.layer[node_ptr[i]:node_ptr[i + 1]]
+            got = tuple(torch.bincount(own).tolist()) if int(own.min()) >= 0 else f'layer index {int(own.min())}'
             raise ValueError(f'graph {i}: layer_sizes say {per_graph[i]} but the layer tensor '
-                             f'holds {tuple(got)} (neurons per layer, in canonical order)')
+                             f'holds {got} (neurons per layer, in canonical order)')
     if len(per_graph) == 1:
         expect_ei = structure_on(per_graph[0], device)[0]
     elif len(set(per_graph)) == 1:     # one architecture: one broadcast, no per-graph list
@@ -237,6 +272,37 @@ def validate(g: Graph) -> List[Tuple[int, ...]]:
                          f'is {u} -> {v}, the canonical order has {eu} -> {ev} (edges must be '
                          f'the dense layers, layer by layer, row-major over W_l)')
     return per_graph
+
+
+def _check_tensors(fields: dict) -> None:
+    """The tensors of a parameter graph exist and have its dtypes and dimensions
+    (O(1)): a hand-made or corrupt graph is refused here, by name, rather than
+    deep inside a view or a matmul."""
+    for key in ('x', 'edge_index', 'edge_attr'):
+        if not isinstance(fields.get(key), Tensor):
+            held = 'nothing' if fields.get(key) is None else f'a {type(fields[key]).__name__}'
+            raise ValueError(f'not a parameter graph: {key} must be a tensor, it holds {held}')
+    x, edge_attr, edge_index = fields['x'], fields['edge_attr'], fields['edge_index']
+    for key, t in (('x', x), ('edge_attr', edge_attr)):
+        if t.dim() != 2 or not t.is_floating_point():
+            raise ValueError(f'{key} must be a 2-D floating point tensor [count, channels], got '
+                             f'{t.dtype} of shape {tuple(t.shape)}')
+    if x.dtype != edge_attr.dtype:
+        raise ValueError(f'x is {x.dtype} but edge_attr is {edge_attr.dtype}; a network\'s weights '
+                         f'and biases share one dtype')
+    if edge_index.dim() != 2 or edge_index.size(0) != 2 or edge_index.dtype != torch.long:
+        raise ValueError(f'edge_index must be a long tensor [2, E], got {edge_index.dtype} of shape '
+                         f'{tuple(edge_index.shape)}')
+    layer = fields.get('layer')
+    if layer is not None:
+        if not isinstance(layer, Tensor):
+            raise ValueError(f'layer must be a long tensor [N], it holds a {type(layer).__name__}')
+        _check_layer(layer)
+
+
+def _check_layer(layer: Tensor) -> None:
+    if layer.dim() != 1 or layer.dtype != torch.long:
+        raise ValueError(f'layer must be a long tensor [N], got {layer.dtype} of shape {tuple(layer.shape)}')
 
 
 def _first_graph_differing(mask: Tensor, ptr: List[int]) -> int:

@@ -448,3 +448,33 @@ def test_ordering_agrees_with_the_old_search_wherever_the_shapes_decide(shapes):
     else:
         with pytest.raises(ValueError, match='chain in more than one order'):
             chain_layers(state)
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('empty', r'is empty \(0 bytes\), not a PyTorch checkpoint'),
+    ('random', r'is not a PyTorch checkpoint \(truncated or corrupt\?'),
+    ('truncated', r'is not a PyTorch checkpoint \(truncated or corrupt\? RuntimeError: PytorchStreamReader'),
+    ('pyg-data', r'could not be read as a PyTorch checkpoint with weights_only=True: it is a pickled PyG Data'),
+    ('ng-save', r'holds graphs written by nngraph.save, not a state dict: read it with nngraph.load'),
+    ('nan', r"weight of layer 'b' holds 4 NaN or Inf"),
+])
+def test_bad_files_are_refused_naming_the_file(tmp_path, kind, message):
+    # issue 19, row 14: the same kinds of file that ng.load refuses
+    path = tmp_path / 'model.pt'
+    g = ng.from_weights(*random_weights((2, 4, 1)))
+    if kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'random':
+        path.write_bytes(bytes(range(256)) * 3)
+    elif kind == 'truncated':
+        torch.save(siren_state(), path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif kind == 'pyg-data':
+        torch.save(g, path)
+    elif kind == 'ng-save':
+        ng.save(g, path)
+    else:
+        torch.save({'a.weight': torch.zeros(4, 2), 'b.weight': torch.full((1, 4), float('nan'))}, path)
+    with pytest.raises(ValueError, match=message) as err:
+        ng.from_checkpoint(path, 'relu')
+    assert str(path) in str(err.value) and '\n' not in str(err.value)

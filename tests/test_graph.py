@@ -283,3 +283,92 @@ def test_batch_forward_with_differing_activations_is_each_graphs_forward():
     for i, g in enumerate(graphs):
         for s, o in zip(stacked, ng.forward(g, x, all_layers=True)):
             assert torch.allclose(s[i], o, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Reading files from others (issue 19, row 14)
+# --------------------------------------------------------------------------- #
+
+def _saved(tmp_path, record):
+    path = tmp_path / 'graphs.pt'
+    torch.save(record, path)
+    return path
+
+
+def _valid_record():
+    g = ng.from_weights(*random_weights([2, 3, 1]), activation='relu')
+    return {'format': 'nngraph.graphs', 'version': 1, 'kind': 'data', 'graphs': [g.to_dict()]}
+
+
+def _truncated(tmp_path):
+    ng.save(ng.from_weights(*random_weights([2, 3, 1])), tmp_path / 'whole.pt')
+    data = (tmp_path / 'whole.pt').read_bytes()
+    (tmp_path / 'graphs.pt').write_bytes(data[:len(data) // 2])
+    return tmp_path / 'graphs.pt'
+
+
+def _written(tmp_path, data):
+    (tmp_path / 'graphs.pt').write_bytes(data)
+    return tmp_path / 'graphs.pt'
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda p: _written(p, b''), r'is empty \(0 bytes\), not a file of graphs written by nngraph.save'),
+    (lambda p: _written(p, bytes(range(256)) * 3), r'is not a file of graphs .* \(truncated or corrupt\?'),
+    (_truncated, r'is not a file of graphs .*truncated or corrupt\? RuntimeError: PytorchStreamReader failed'),
+    (lambda p: _saved(p, ng.from_weights(*random_weights([2, 3, 1]))),
+     r'a pickled PyG Data or Batch .* written by torch.save, not by nngraph.save.*'
+     r'nngraph.save\(torch.load\(path, weights_only=False\), new_path\)'),
+    (lambda p: _saved(p, {'a': torch.zeros(1)}), r"not written by nngraph.save \(it holds a dict with keys \['a'\]\)"),
+    (lambda p: _saved(p, [1, 2]), r'not written by nngraph.save \(it holds a list\)'),
+    (lambda p: _saved(p, {'format': 'nngraph.graphs'}), r"malformed nngraph file: it has no 'version', 'kind', 'graphs'"),
+    (lambda p: _saved(p, {**_valid_record(), 'version': 7}), 'nngraph file version 7; this nngraph reads version 1'),
+    (lambda p: _saved(p, {**_valid_record(), 'kind': 'tree'}), "'kind' is 'tree', expected one of"),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': 5}), "'graphs' holds an object of type int for kind 'data'"),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': []}), "'graphs' holds 0 graphs for kind 'data'"),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': ['x']}), 'graph 0 is a str, not a dict of fields'),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': [{'x': torch.zeros(3, 1)}]}),
+     'graph 0 is not a parameter graph: no tensor edge_index, edge_attr'),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': [{**_valid_record()['graphs'][0], 'layer_sizes': (2, 4, 1)}]}),
+     r'graph 0: layer_sizes \(2, 4, 1\) describe 7 nodes and 12 edges, but x has 6'),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': [{**_valid_record()['graphs'][0], 'x': torch.full((6, 1), float('nan'))}]}),
+     r'graph 0: x \(biases\) holds 6 NaN or Inf value\(s\), the first in neuron layer 0'),
+    (lambda p: _saved(p, {**_valid_record(), 'graphs': [{**_valid_record()['graphs'][0], 'edge_index': torch.zeros(2, 9)}]}),
+     r'graph 0: edge_index must be a long tensor \[2, E\], got torch.float32'),
+], ids=['empty', 'random-bytes', 'truncated', 'torch-save-Data', 'foreign-dict', 'list', 'missing-keys', 'version',
+        'kind', 'graphs-type', 'no-graphs', 'graph-type', 'missing-tensors', 'wrong-sizes', 'nan', 'edge-dtype'])
+def test_load_explains_every_bad_file_in_one_line_naming_it(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match=message) as err:
+        ng.load(path)
+    assert str(path) in str(err.value) and '\n' not in str(err.value)
+
+
+def test_load_of_a_missing_file_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no file at'):
+        ng.load(tmp_path / 'missing.pt')
+
+
+def test_save_refuses_graphs_load_would_refuse(tmp_path):
+    g = ng.from_weights(*random_weights([2, 3, 1]))
+    g.edge_attr = g.edge_attr.clone()
+    g.edge_attr[7, 0] = float('nan')   # W_0 is 3 x 2: edges 0-5; W_1 edges 6-8
+    with pytest.raises(ValueError, match=r'save: graph 0: edge_attr \(weights\) holds 1 NaN or Inf value\(s\), '
+                                         r'the first in weight matrix 1 \(row 7\)'):
+        ng.save(g, tmp_path / 'g.pt')
+    assert not (tmp_path / 'g.pt').exists()
+    batch = Batch.from_data_list([ng.from_weights(*random_weights([2, 3, 1])), g])
+    with pytest.raises(ValueError, match=r'save: graph 1: edge_attr \(weights\) holds 1 NaN'):
+        ng.save(batch, tmp_path / 'g.pt')
+
+
+def test_readers_of_a_network_refuse_nonfinite_parameters_and_wrong_inputs():
+    g = ng.from_weights(*random_weights([2, 3, 1]))
+    g.x = g.x.clone()
+    g.x[3, 0] = float('inf')
+    for read in (ng.to_weights, lambda h: ng.forward(h, torch.zeros(1, 2)), ng.to_module):
+        with pytest.raises(ValueError, match=r'x \(biases\) holds 1 NaN or Inf value\(s\), the first in neuron layer 1'):
+            read(g)
+    ok = ng.from_weights(*random_weights([2, 3, 1]))
+    with pytest.raises(ValueError, match='inputs are torch.float64 but the network.s weights are torch.float32'):
+        ng.forward(ok, torch.zeros(1, 2, dtype=torch.float64))
