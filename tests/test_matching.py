@@ -221,3 +221,31 @@ def test_aligned_parameters_carry_gradients_to_other():
     aligned.edge_attr.sum().backward()
     grad = other.edge_attr.grad
     assert grad is not None and torch.equal(grad.abs(), torch.ones_like(grad))
+
+
+def poisoned(g, field, row, value=float('nan')):
+    t = getattr(g, field).clone()
+    t[row, 0] = value
+    out = g.clone()
+    setattr(out, field, t)
+    return out
+
+
+# Issue 19, row 6: a NaN reached scipy's linear_sum_assignment, which raised
+# "matrix contains invalid numeric entries" naming no graph.
+def test_non_finite_networks_are_refused_naming_them():
+    sizes = (2, 5, 4, 1)
+    ref = graph(sizes, seed=0)
+    others = [graph(sizes, seed=s) for s in (1, 2, 3)]
+    bad = poisoned(others[1], 'edge_attr', 12)
+    with pytest.raises(ValueError, match=r'^align: other graph 1 has a non-finite value in edge_attr '
+                                         r'\(edge 12 of the graph\)'):
+        align(ref, Batch.from_data_list([others[0], bad, others[2]]))
+    with pytest.raises(ValueError, match=r'^align: reference has a non-finite value in x \(node 4 of the graph\)'):
+        align(poisoned(ref, 'x', 4, float('inf')), others[0], signs=False)
+    with pytest.raises(ValueError, match=r'^align: other graph 2 has a non-finite value in x \(node 7 of the graph\)'):
+        match(ref, Batch.from_data_list(others[:2] + [poisoned(others[2], 'x', 7)]))
+    with pytest.raises(ValueError, match=r'^distance: b has a non-finite value in edge_attr'):
+        distance(ref, bad)
+    with pytest.raises(ValueError, match=r'^distance: a graph 1 has a non-finite value in edge_attr'):
+        distance(Batch.from_data_list([others[0], bad]), Batch.from_data_list(others[:2]))

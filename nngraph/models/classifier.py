@@ -10,6 +10,7 @@ from torch_geometric.data import Batch, Data
 
 from nngraph.graph import validate
 from nngraph.models.encoder import GNNEncoder
+from nngraph.transforms._base import require_finite
 
 __all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'EncoderClassifier', 'ProjectionHead']
 
@@ -78,7 +79,12 @@ class FlatMLPEncoder(nn.Module):
 
     def flatten(self, batch: Union[Data, Batch]) -> Tensor:
         """``[B, P]``: every graph's weights (canonical edge order) then its
-        biases (non-input nodes), raw."""
+        biases (non-input nodes), raw.
+
+        Raises:
+            ValueError: a graph of other layer sizes, with hand-edited edges,
+                or holding a NaN or infinity (naming its index in the batch).
+        """
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         sizes = validate(batch)         # the flat layout is read by position: refuse edited edges
@@ -86,6 +92,7 @@ class FlatMLPEncoder(nn.Module):
         if bad:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
                              f'got a graph with {bad[0]}')
+        require_finite(batch, type(self).__name__)
         B = batch.num_graphs
         weights = batch.edge_attr[:, 0].view(B, -1)
         biases = batch.x[:, 0].view(B, -1)[:, self.d0:]           # input nodes carry no bias

@@ -42,6 +42,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
 
 from nngraph.graph import forward, layer_offsets, validate
+from nngraph.transforms._base import require_finite
 from nngraph.transforms.canonical_signs import CanonicalSigns
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS', 'parse_aggr']
@@ -272,6 +273,10 @@ class GNNEncoder(nn.Module):
                  canonical_signs: Optional[str] = None) -> None:
         super().__init__()
         self.canonical = CanonicalSigns(canonical_signs) if canonical_signs else None
+        if self.canonical is not None:
+            # check() refuses non-finite graphs before the transform sees them; a
+            # second check would be a second device sync per forward
+            self.canonical.check_finite = False
         if scatter_backend not in ('pyg', 'torch_scatter'):
             raise ValueError(f"scatter_backend must be 'pyg' or 'torch_scatter', got {scatter_backend!r}")
         for name, v in (('in_features', in_features), ('out_features', out_features),
@@ -318,8 +323,9 @@ class GNNEncoder(nn.Module):
     # Python-side sizes and compare index tensors, nothing worth tracing.
     @torch.compiler.disable
     def check(self, batch: Union[Data, Batch]) -> List[Tuple[int, ...]]:
-        """Raises ``ValueError`` if some graph does not fit the encoder; returns
-        the layer sizes of every graph."""
+        """Raises ``ValueError`` if some graph does not fit the encoder, or
+        holds a NaN or infinity (naming the graph's index in the batch and the
+        field); returns the layer sizes of every graph."""
         sizes = validate(batch)   # edge_index is read here: refuse hand-edited edges
         if batch.x.dim() != 2 or batch.x.size(-1) != self.node_channels:
             raise ValueError(f'encoder built for node features with {self.node_channels} channel(s), '
@@ -333,6 +339,9 @@ class GNNEncoder(nn.Module):
                     f'graph {i} has layer sizes {s}, but the encoder was built for networks with '
                     f'{self.in_features} inputs, {self.out_features} outputs and at most '
                     f'{self.max_layers} weight layers')
+        # A NaN weight would make the graph's logits NaN, and through the loss
+        # every parameter: refused here, where the graph can still be named.
+        require_finite(batch, type(self).__name__)
         return sizes
 
     # ------------------------------------------------------------------ inputs

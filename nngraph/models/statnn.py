@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from nngraph.graph import architecture, stacked_layer_views
+from nngraph.transforms._base import require_finite
 
 __all__ = ['QUANTILES', 'STATISTICS', 'statnn_features', 'StatNNEncoder']
 
@@ -41,7 +42,8 @@ def statnn_features(batch: Union[Data, Batch]) -> Tensor:
     Whole-tensor operations over a batch of one architecture.
 
     Raises:
-        ValueError: graphs of different architectures in one batch.
+        ValueError: graphs of different architectures in one batch, or a graph
+            holding a NaN or infinity (naming its index in the batch).
     """
     if not isinstance(batch, Batch):
         batch = Batch.from_data_list([batch])
@@ -49,6 +51,8 @@ def statnn_features(batch: Union[Data, Batch]) -> Tensor:
     if any(s != sizes[0] for s in sizes):
         raise ValueError(f'StatNN features are computed per architecture; this batch mixes '
                          f'{sorted(set(sizes))} (batch graphs of one architecture)')
+    # a NaN would sort to the end and become the graph's max quantile, silently
+    require_finite(batch, 'StatNN')
     weights, biases = stacked_layer_views(batch)
     B = batch.num_graphs
     per_layer = [torch.cat([_statistics(w[..., 0].reshape(B, -1)), _statistics(b[..., 0])], dim=1)

@@ -11,6 +11,7 @@ from torch_geometric.data import Batch
 
 from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
                             GraphClassifier, ProjectionHead, StatNNEncoder)
+from nngraph.transforms._base import require_finite
 
 __all__ = ['MODELS', 'build_model', 'training_module', 'build_encoder', 'encoder_kwargs', 'fit_normalization',
            'ContrastiveModel']
@@ -80,12 +81,20 @@ def training_module(model: nn.Module, config: Dict[str, Any], distributed: bool)
 def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None:
     """Fits the encoder's input standardisation on the first ``max_graphs``
     graphs of ``dataset`` (untransformed; the same on every process). The
-    aligned baseline also takes the first of them as its reference network."""
+    aligned baseline also takes the first of them as its reference network.
+
+    Raises:
+        ValueError: a graph holding a NaN or infinity, naming its index in
+            ``dataset``: one such graph would make every shift and scale, and
+            so every later output, NaN.
+    """
     encoder = model if hasattr(model, 'fit_normalization') else getattr(model, 'encoder', None)
     if encoder is None or not hasattr(encoder, 'fit_normalization'):
         return
     n = min(len(dataset), max_graphs)
-    encoder.fit_normalization(Batch.from_data_list([dataset[i] for i in range(n)]))
+    batch = Batch.from_data_list([dataset[i] for i in range(n)])
+    require_finite(batch, 'fit_normalization', what='training graph {i} (dataset item {i})')
+    encoder.fit_normalization(batch)
 
 
 class ContrastiveModel(nn.Module):

@@ -19,7 +19,9 @@ get the vectorised path.
 """
 from __future__ import annotations
 
+import bisect
 import copy
+import math
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,7 +30,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import (activations, architecture, graph_layer_views, layer_views,
+from nngraph.graph import (activations, architecture, graph_layer_views, layer_offsets, layer_views,
                            stacked_layer_views, with_layers, with_stacked_layers)
 
 Graph = Union[Data, Batch]
@@ -36,7 +38,82 @@ Params = Any            # a tensor, None, or a list / tuple of them (nested)
 Layers = Tuple[List[Tensor], List[Tensor]]
 
 __all__ = ['WeightSpaceTransform', 'select_graph', 'add_to_bias', 'affine_first_layer',
-           'uniform_range', 'uniform', 'per_hidden_layer']
+           'uniform_range', 'uniform', 'per_hidden_layer', 'require_finite', 'require_finite_labels',
+           'require_finite_number']
+
+
+# Under torch.compile (the encoder calls this) the check runs eagerly, a graph
+# break by design: it reads one number back to decide whether to raise.
+@torch.compiler.disable
+def require_finite(g: Graph, caller: str, what: str = 'graph {i} of the batch') -> None:
+    """Raises ``ValueError`` if ``g.edge_attr`` or ``g.x`` holds a NaN or an
+    infinity, naming ``caller``, the graph (``what`` formatted with its index
+    ``i``; ``'the graph'`` for a single graph), the field, and where in the
+    graph it sits (weight layer and edge, or layer and node).
+
+    The screen is one reduction per tensor and one number read back (one device
+    sync): a sum is non-finite whenever one of its terms is, since NaN and
+    infinity propagate through IEEE addition in any order. Only when it fires
+    is the exact test run, so a finite graph whose sum overflows still passes.
+    """
+    ea, x = getattr(g, 'edge_attr', None), getattr(g, 'x', None)
+    if ea is None or x is None:     # not a parameter graph: the caller's own checks say so
+        return
+    if math.isfinite((ea.sum() + x.sum()).item()):
+        return
+    sizes = architecture(g)
+    for field, t in (('edge_attr', ea), ('x', x)):
+        bad = ~torch.isfinite(t.reshape(t.size(0), -1))                   # [rows, channels]
+        rows = bad.any(1)
+        if not bool(rows.any()):
+            continue
+        k = int(rows.nonzero()[0])
+        value = float(t.reshape(t.size(0), -1)[k][bad[k]][0])
+        edges = field == 'edge_attr'
+        ptr = [0]
+        for s in sizes:
+            ptr.append(ptr[-1] + layer_offsets(s)[1 if edges else 0][-1])
+        i = bisect.bisect_right(ptr, k) - 1
+        local = k - ptr[i]
+        offsets = layer_offsets(sizes[i])[1 if edges else 0]
+        layer = bisect.bisect_right(offsets, local) - 1
+        j = local - offsets[layer]
+        if edges:       # canonical order: row-major over W_l [d_{l+1}, d_l]
+            where = f'W_{layer}[{j // sizes[i][layer]}, {j % sizes[i][layer]}], edge {local} of the graph'
+        elif layer == 0:
+            where = f'input neuron {j}, node {local} of the graph'
+        else:           # node layer l holds b_{l-1}
+            where = f'b_{layer - 1}[{j}], node {local} of the graph'
+
+        subject = what.format(i=i) if isinstance(g, Batch) or len(sizes) > 1 else 'the graph'
+        raise ValueError(f'{caller}: {subject} has {value} in {field} ({where}); '
+                         f'network parameters must be finite')
+
+
+def require_finite_labels(y: Optional[Tensor], caller: str) -> None:
+    """Raises ``ValueError`` if a soft label (float ``y``, one row per graph)
+    holds a NaN or an infinity, naming the graph; hard labels pass."""
+    if y is None or not y.is_floating_point() or math.isfinite(y.sum().item()):
+        return
+    rows = y.reshape(-1, y.size(-1)) if y.dim() else y.reshape(1, 1)
+    bad = ~torch.isfinite(rows).all(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        subject = f'the soft label of graph {i}' if rows.size(0) > 1 else 'the soft label'
+        raise ValueError(f'{caller}: {subject} is not finite ({rows[i].tolist()}); labels must be finite')
+
+
+def require_finite_number(value, name: str, transform: str) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``transform`` and
+    ``name`` if it is not a finite number (a NaN or infinite setting turns
+    every finite network it touches into NaN)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{transform}: {name} must be a finite number, got {value!r}') from None
+    if not math.isfinite(v):
+        raise ValueError(f'{transform}: {name} must be a finite number, got {value!r}')
+    return v
 
 
 def select_graph(params: Params, i: int) -> Params:
@@ -92,12 +169,16 @@ def uniform_range(value: Union[float, Sequence[float]], name: str,
     """``(low, high)`` from a number ``a`` (meaning ``(-|a|, |a|)``) or a
     pair; a clear ``ValueError`` naming ``transform`` and ``name`` else."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return -abs(float(value)), abs(float(value))
+        a = abs(require_finite_number(value, name, transform))
+        return -a, a
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f'{transform}: {name} must be a number or a (low, high) pair, '
                          f'got {value!r}') from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        # an infinite end draws infinite values, NaN where they meet a zero weight
+        raise ValueError(f'{transform}: {name} range ({low}, {high}) must be finite')
     if low > high:
         raise ValueError(f'{transform}: {name} range ({low}, {high}) has low > high')
     return low, high
@@ -131,6 +212,11 @@ class WeightSpaceTransform(BaseTransform):
     stacked views, building new tensors).
     """
 
+    #: Whether ``forward`` refuses NaN and infinite parameters. Off only on an
+    #: instance whose owner has just checked every input (the encoder's
+    #: ``CanonicalSigns``): the check reads a number back, a device sync.
+    check_finite: bool = True
+
     # -- subclass hooks -------------------------------------------------- #
     def _check(self, acts: Tuple[str, ...], sizes: Tuple[int, ...]) -> None:
         pass
@@ -159,12 +245,25 @@ class WeightSpaceTransform(BaseTransform):
 
     def apply(self, data: Graph, params: Params) -> Graph:
         """The transform with the given draws (from :meth:`sample`); a new
-        graph or batch, ``data`` is not modified."""
+        graph or batch, ``data`` is not modified.
+
+        Raises:
+            ValueError: as :meth:`sample`, or a NaN or infinite parameter
+                (naming the graph).
+        """
         sizes, acts, batch_shape = self._signature(data)
         self._check(acts, sizes)
+        require_finite(data, self.__class__.__name__)
         return self._apply(data, params, acts, batch_shape)
 
     def forward(self, data: Graph) -> Graph:
+        """``apply(data, sample(data))``; a graph holding a NaN or infinity is
+        refused with a ``ValueError`` naming it (unless :attr:`check_finite`
+        is off)."""
+        if self.check_finite:
+            # on the input: every transform keeps finite graphs finite (tested),
+            # so one check here covers what it returns
+            require_finite(data, self.__class__.__name__)
         if isinstance(data, Batch) and not _stackable(data):
             return self._forward_per_graph(data)
         # sample + apply, with the graph's signature worked out once

@@ -69,8 +69,8 @@ class InputRotation(WeightSpaceTransform):
         if axis is not None:
             axis = tuple(float(a) for a in axis)
             norm = math.sqrt(sum(a * a for a in axis))
-            if len(axis) != 3 or norm == 0.0:
-                raise ValueError(f'InputRotation: axis must be a non-zero 3-vector, got {axis}')
+            if len(axis) != 3 or not 0.0 < norm < math.inf:
+                raise ValueError(f'InputRotation: axis must be a non-zero 3-vector of finite numbers, got {axis}')
             self.axis = axis
 
     def _check(self, acts, sizes) -> None:

@@ -1,6 +1,8 @@
 """Exact isotropic scaling of the input space of an INR, folded into its first layer."""
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 from torch_geometric.data.datapipes import functional_transform
 
@@ -32,8 +34,9 @@ class InputScaling(WeightSpaceTransform):
 
     def __init__(self, low: float, high: float) -> None:
         low, high = float(low), float(high)
-        if not 0.0 < low <= high:
-            raise ValueError(f'InputScaling: need 0 < low <= high, got low={low}, high={high}')
+        if not 0.0 < low <= high < math.inf:
+            # an infinite factor makes inf, and NaN where it meets a zero weight
+            raise ValueError(f'InputScaling: need 0 < low <= high < inf, got low={low}, high={high}')
         self.low, self.high = low, high
 
     def _draw(self, sizes, acts, batch_shape, like) -> Tensor:

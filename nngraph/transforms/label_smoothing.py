@@ -10,6 +10,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
+from nngraph.transforms._base import require_finite_labels
+
 
 @functional_transform('label_smoothing')
 class LabelSmoothing(BaseTransform):
@@ -58,6 +60,8 @@ class LabelSmoothing(BaseTransform):
         elif y.dim() != 2 or y.shape != (n, K):
             raise ValueError(f'LabelSmoothing: soft labels must have shape [{n}, {K}], '
                              f'got {tuple(y.shape)}')
+        else:
+            require_finite_labels(y, 'LabelSmoothing')
         data.y = (1.0 - self.eps) * y + self.eps / K
         return data
 

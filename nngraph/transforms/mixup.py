@@ -15,6 +15,7 @@ from torch_geometric.transforms import BaseTransform
 from nngraph import activations as A
 from nngraph.graph import activations, architecture, layer_offsets, validate
 from nngraph.matching import array_views, match_arrays, permute_flat
+from nngraph.transforms._base import require_finite, require_finite_labels, require_finite_number
 
 __all__ = ['WeightMixUp', 'sample_lam', 'soft_label', 'random_flat_index', 'aligned_flat',
            'mix_flat', 'batch_architecture']
@@ -37,7 +38,11 @@ class _Beta:
     with autograd bookkeeping and costs several times more per draw)."""
 
     def __init__(self, alpha: float) -> None:
-        self.alpha = float(alpha)
+        # Beta(inf, inf) draws inf / (inf + inf) = NaN; a tiny alpha is fine
+        # (torch's gamma sampler returns at least the smallest normal float)
+        self.alpha = require_finite_number(alpha, 'alpha', 'MixUp')
+        if not self.alpha > 0:
+            raise ValueError(f'MixUp: alpha must be positive, got {alpha}')
         self._conc: Dict[Tuple[Tuple[int, ...], torch.device], Tensor] = {}
 
     def sample(self, shape: Tuple[int, ...] = (), device=None) -> Tensor:
@@ -125,6 +130,9 @@ class _PartnerBank:
                 validate(g)
             except ValueError as e:
                 raise ValueError(f'{caller}: source item {i}: {e}') from None
+            # a NaN partner would make every sample mixed with it NaN
+            require_finite(g, f'{caller}: source item {i}')
+            require_finite_labels(getattr(g, 'y', None), f'{caller}: source item {i}')
         labels = [getattr(g, 'y', None) for g in graphs]
         if num_classes is None and all(y is not None for y in labels):
             widths = [int(y.shape[-1]) if y.is_floating_point() else int(y.max()) + 1 for y in labels]
@@ -277,8 +285,8 @@ class WeightMixUp(BaseTransform):
                  lam: Optional[float] = None, max_iter: int = 100) -> None:
         if mode not in _MODES:
             raise ValueError(f"WeightMixUp: mode must be one of {_MODES}, got {mode!r}")
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f'WeightMixUp: alpha must be positive or None, got {alpha}')
+        if alpha is not None and not 0 < alpha < float('inf'):
+            raise ValueError(f'WeightMixUp: alpha must be positive and finite, or None, got {alpha}')
         if lam is not None and not 0.0 <= lam <= 1.0:
             raise ValueError(f'WeightMixUp: lam must lie in [0, 1], got {lam}')
         if signs and mode != 'align':
@@ -343,6 +351,8 @@ class WeightMixUp(BaseTransform):
         return data
 
     def forward(self, data: Data) -> Data:
+        require_finite(data, 'WeightMixUp')
+        require_finite_labels(getattr(data, 'y', None), 'WeightMixUp')
         if isinstance(data, Batch):
             sizes, act = batch_architecture(data, 'WeightMixUp')
             ea, x = data.edge_attr, data.x

@@ -1,6 +1,7 @@
 """Random positive rescaling of hidden neurons, for homogeneous activations."""
 from __future__ import annotations
 
+import math
 from typing import List, Tuple
 
 from torch import Tensor
@@ -37,8 +38,9 @@ class RandomPositiveScaling(WeightSpaceTransform):
 
     def __init__(self, low: float, high: float) -> None:
         low, high = float(low), float(high)
-        if not 0.0 < low <= high:
-            raise ValueError(f'RandomPositiveScaling: need 0 < low <= high, got low={low}, high={high}')
+        if not 0.0 < low <= high < math.inf:
+            # an infinite factor makes inf, and NaN where it meets a zero weight
+            raise ValueError(f'RandomPositiveScaling: need 0 < low <= high < inf, got low={low}, high={high}')
         self.low, self.high = low, high
 
     def _check(self, acts: Tuple[str, ...], sizes: Tuple[int, ...]) -> None:

@@ -11,6 +11,7 @@ from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
 from nngraph.graph import activations, architecture, layer_offsets
+from nngraph.transforms._base import require_finite
 from nngraph.transforms.mixup import (_beta, _gather, aligned_flat, batch_architecture, mix_flat,
                                       random_flat_index)
 
@@ -79,10 +80,11 @@ class SelfAlignMixUp(BaseTransform):
     def __init__(self, alpha: Optional[float] = None, noise: float = 0.1, *,
                  signs: Optional[bool] = None, lam: Optional[float] = None,
                  max_iter: int = 100) -> None:
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f'SelfAlignMixUp: alpha must be positive or None, got {alpha}')
-        if not noise >= 0:
-            raise ValueError(f'SelfAlignMixUp: noise must be non-negative, got {noise}')
+        if alpha is not None and not 0 < alpha < float('inf'):
+            raise ValueError(f'SelfAlignMixUp: alpha must be positive and finite, or None, got {alpha}')
+        if not 0 <= noise < float('inf'):
+            # infinite noise on a layer of equal weights (std 0) is 0 * inf = NaN
+            raise ValueError(f'SelfAlignMixUp: noise must be finite and non-negative, got {noise}')
         if lam is not None and not 0.0 <= lam <= 1.0:
             raise ValueError(f'SelfAlignMixUp: lam must lie in [0, 1], got {lam}')
         self.alpha, self.noise, self.signs, self.lam, self.max_iter = alpha, noise, signs, lam, max_iter
@@ -97,6 +99,7 @@ class SelfAlignMixUp(BaseTransform):
         return False
 
     def forward(self, data: Data) -> Data:
+        require_finite(data, 'SelfAlignMixUp')
         if isinstance(data, Batch):
             sizes, activation = batch_architecture(data, 'SelfAlignMixUp')
             B = data.num_graphs

@@ -42,7 +42,11 @@ class SirenBiasShift(WeightSpaceTransform):
     """
 
     def __init__(self, k_max: int = 1) -> None:
-        if isinstance(k_max, bool) or int(k_max) != k_max or k_max < 0:
+        try:
+            whole = not isinstance(k_max, bool) and int(k_max) == k_max and k_max >= 0
+        except (TypeError, ValueError, OverflowError):       # None, 'a', NaN, inf
+            whole = False
+        if not whole:
             raise ValueError(f'SirenBiasShift: k_max must be a non-negative integer, got {k_max!r}')
         self.k_max = int(k_max)
 

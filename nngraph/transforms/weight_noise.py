@@ -1,6 +1,7 @@
 """Zero-mean Gaussian weight noise, relative to each layer's weight scale."""
 from __future__ import annotations
 
+import math
 from typing import List, Tuple
 
 import torch
@@ -36,8 +37,9 @@ class WeightNoise(WeightSpaceTransform):
     """
 
     def __init__(self, std: float) -> None:
-        if not float(std) >= 0.0:
-            raise ValueError(f'WeightNoise: std must be >= 0, got {std}')
+        if not 0.0 <= float(std) < math.inf:
+            # an infinite std turns a layer of equal weights (sigma 0) into 0 * inf = NaN
+            raise ValueError(f'WeightNoise: std must be >= 0 and finite, got {std}')
         self.std = float(std)
 
     def _draw(self, sizes, acts, batch_shape, like) -> Tuple[List[Tensor], List[Tensor]]:

@@ -97,3 +97,29 @@ def test_flat_classifier_is_encoder_plus_linear_head():
     batch = Batch.from_data_list(graphs(3))
     torch.testing.assert_close(clf(batch), clf.head(clf.encoder(batch)))
     assert clf.encoder.out_dim == 32
+
+
+def with_nan(g, field='edge_attr', row=0):
+    t = getattr(g, field).clone()
+    t[row, 0] = float('nan')
+    out = g.clone()
+    setattr(out, field, t)
+    return out
+
+
+# Issue 19, row 6: every model's forward on a batch refuses non-finite inputs.
+@pytest.mark.parametrize('field, where', [('edge_attr', r'edge_attr \(W_1\[1, 2\]'), ('x', r'x \(b_2\[0\]')])
+def test_models_refuse_a_non_finite_graph_naming_it(field, where):
+    torch.manual_seed(0)
+    gs = graphs(3)
+    gs[1] = with_nan(gs[1], field, 16 + 8 + 2 if field == 'edge_attr' else 18)   # W_1[1, 2]; b_2[0]
+    batch = Batch.from_data_list(gs)
+    models = {'FlatMLPEncoder': FlatMLPClassifier(10, (2, 8, 8, 1), hidden=16),
+              'GNNEncoder': GraphClassifier(10, in_features=2, out_features=1, hidden=8, layers=1)}
+    for name, model in models.items():
+        with pytest.raises(ValueError, match=rf'^{name}: graph 1 of the batch has nan in {where}'):
+            model(batch)
+    flat = FlatMLPEncoder((2, 8, 8, 1), hidden=16)
+    with pytest.raises(ValueError, match='graph 1 of the batch has nan'):
+        flat.fit_normalization(batch)
+    assert torch.equal(flat.shift, torch.zeros_like(flat.shift))       # nothing fitted

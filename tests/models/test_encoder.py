@@ -175,3 +175,59 @@ def test_weight_only_encoder_memorises_a_few_dozen_graphs():
     with torch.no_grad():
         accuracy = float((model(batch).argmax(-1) == batch.y).float().mean())
     assert accuracy >= 0.95, f'weight-only encoder fits only {accuracy:.0%} of 48 training graphs'
+
+
+def with_value(g, field, row, value):
+    """``g`` with ``field[row, 0]`` set to ``value`` (a new tensor)."""
+    t = getattr(g, field).clone()
+    t[row, 0] = value
+    out = g.clone()
+    setattr(out, field, t)
+    return out
+
+
+# Issue 19, row 6: a NaN weight gave NaN logits with no error.
+@pytest.mark.parametrize('field, row, value, where', [
+    ('edge_attr', 17, float('nan'), r'nan in edge_attr \(W_1\[0, 1\], edge 17 of the graph\)'),
+    ('x', 3, float('inf'), r'inf in x \(b_0\[1\], node 3 of the graph\)'),
+    ('x', 10, float('-inf'), r'-inf in x \(b_1\[0\], node 10 of the graph\)'),
+])
+@pytest.mark.parametrize('path', ['blocks', 'sparse'])
+def test_non_finite_graph_is_refused_naming_it(field, row, value, where, path):
+    gen = torch.Generator().manual_seed(11)
+    graphs = [random_graph((2, 8, 1), gen) for _ in range(4)]      # 16 + 8 edges, 11 nodes
+    graphs[2] = with_value(graphs[2], field, row, value)
+    enc = encoder(canonical_signs='bias')
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 2 of the batch has ' + where):
+        enc(Batch.from_data_list(graphs), path=path)
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 0 of the batch has ' + where):
+        enc(graphs[2])                                  # one graph is a batch of one
+    # the batch without it is fine, and finite
+    assert torch.isfinite(enc(Batch.from_data_list(graphs[:2] + graphs[3:]), path=path)).all()
+
+
+def test_finite_graph_whose_sum_overflows_is_accepted():
+    # The screen is a sum (NaN and inf propagate through it); a finite graph
+    # whose sum overflows must still pass the exact test behind it.
+    gen = torch.Generator().manual_seed(12)
+    g = random_graph((2, 8, 1), gen, dtype=torch.float32)
+    g = with_value(with_value(g, 'edge_attr', 0, 3e38), 'edge_attr', 1, 3e38)
+    assert not torch.isfinite(g.edge_attr.sum())
+    torch.manual_seed(0)
+    GNNEncoder(2, 1, hidden=8, layers=1).eval()(g)        # no error
+
+
+def test_fit_normalization_refuses_a_non_finite_graph_naming_it():
+    from nngraph.training.models import fit_normalization
+    gen = torch.Generator().manual_seed(13)
+    graphs = [random_graph((2, 8, 1), gen) for _ in range(6)]
+    graphs[4] = with_value(graphs[4], 'edge_attr', 5, float('nan'))
+    enc = encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    with pytest.raises(ValueError, match=r'^fit_normalization: training graph 4 \(dataset item 4\) has nan '
+                                         r'in edge_attr \(W_0\[2, 1\]'):
+        fit_normalization(enc, graphs)
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 4 of the batch has nan in edge_attr'):
+        enc.fit_normalization(Batch.from_data_list(graphs))
+    # nothing was fitted: the normalisation is what it was, not NaN
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())

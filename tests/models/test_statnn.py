@@ -74,3 +74,18 @@ def test_mixed_or_wrong_architectures_are_refused():
         enc(Batch.from_data_list(graphs(2, (2, 4, 1))))
     # Other widths of the same depth are the same features.
     assert enc(Batch.from_data_list(graphs(3, (2, 4, 4, 1)))).shape == (3, 8)
+
+
+# Issue 19, row 6: a NaN sorts to the end of a row and became a graph's max
+# quantile, silently; it is refused naming the graph.
+def test_non_finite_graph_is_refused_naming_it():
+    gs = graphs(3)
+    ea = gs[2].edge_attr.clone()
+    ea[20, 0] = float('inf')                     # W_1[0, 4]
+    gs[2].edge_attr = ea
+    enc = StatNNEncoder(3, hidden=8)
+    with pytest.raises(ValueError, match=r'^StatNN: graph 2 of the batch has inf in edge_attr \(W_1\[0, 4\]'):
+        enc.fit_normalization(Batch.from_data_list(gs))
+    with pytest.raises(ValueError, match=r'graph 2 of the batch has inf'):
+        enc(Batch.from_data_list(gs))
+    assert torch.equal(enc.shift, torch.zeros_like(enc.shift))
