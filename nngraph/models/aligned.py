@@ -4,6 +4,7 @@ et al., 2023, with weight matching of Ainsworth et al., 2023)."""
 from __future__ import annotations
 
 import copy
+import math
 from typing import Sequence, Union
 
 import torch
@@ -14,6 +15,7 @@ from nngraph import activations as A
 from nngraph.graph import layer_offsets, structure, validate
 from nngraph.matching import align
 from nngraph.models.classifier import FlatMLPEncoder
+from nngraph.transforms._base import require_finite
 
 __all__ = ['AlignedMLPEncoder']
 
@@ -37,11 +39,18 @@ class AlignedMLPEncoder(FlatMLPEncoder):
     graphs/s for the whole flat forward (``benchmarks/baselines.py``), so
     aligning every batch of every epoch would dominate training on 55,000
     FMNIST INRs. Hence a cache, exact by construction: each network's aligned
-    parameters are stored under its raw parameters (looked up by a float64
-    fingerprint, then compared in full), so an unaugmented network is aligned
+    parameters are stored under its raw parameters (looked up by an integer
+    key, then compared in full), so an unaugmented network is aligned
     once per run and an augmented one (a transform changed its weights) is a
     miss and aligned afresh. The cache is not saved with the model and is
     emptied when the reference changes.
+
+    A network's key (:meth:`cache_keys`) is a pure function of the bytes of
+    its float32 parameters, the same alone or in any batch and on any CPU: it
+    is computed in exact integer arithmetic, never from a float sum whose
+    rounding depends on the batch size or the BLAS kernels. Equal values with
+    different bytes (``0.0`` and ``-0.0``) get different keys: a miss, aligned
+    once more, never a wrong hit.
 
     Args:
         layer_sizes (sequence of int): the one architecture it reads.
@@ -68,15 +77,41 @@ class AlignedMLPEncoder(FlatMLPEncoder):
         self.register_buffer('reference_edge_index', edge_index, persistent=False)
         self.register_buffer('reference_layer', layer, persistent=False)
         P = edge_off[-1] + node_off[-1] - self.layer_sizes[0]
+        self._num_params = P
+        # Key weights: two columns of random integers, one row per 16-bit half
+        # of a float32. Every product and partial sum of ``halves @ weights``
+        # is an integer below 2^53, so float64 computes it exactly in any
+        # order: the key does not depend on BLAS's summation order.
+        bits = 52 - 15 - math.ceil(math.log2(2 * P))     # |half| <= 2^15, 2P terms
+        if bits < 16:
+            raise ValueError(f'{type(self).__name__}: {P} parameters are too many for exact cache keys; '
+                             f'use cache_size=0')
         gen = torch.Generator().manual_seed(0)
-        self._probe = torch.randn(P, generator=gen, dtype=torch.float64)   # fingerprint direction
+        weights = torch.randint(0, 2 ** bits, (2, 2 * P), generator=gen, dtype=torch.int64)
+        self._key_weights = [w.to(torch.float64) for w in weights]
         self.clear_cache()
 
     def clear_cache(self) -> None:
         """Forgets every cached alignment (the reference changed)."""
-        self._keys = torch.zeros(0, dtype=torch.float64)   # sorted fingerprints [K]
-        self._raw = torch.zeros(0, self._probe.numel())      # [K, P] what was aligned
-        self._aligned = torch.zeros(0, self._probe.numel())  # [K, P] its alignment
+        self._keys = torch.zeros(0, dtype=torch.int64)      # sorted keys [K]
+        self._raw = torch.zeros(0, self._num_params)         # [K, P] what was aligned
+        self._aligned = torch.zeros(0, self._num_params)     # [K, P] its alignment
+
+    def cache_keys(self, raw: Tensor) -> Tensor:
+        """``[B]`` int64 keys of the networks ``raw [B, P]`` (float32 on the
+        CPU, :meth:`flatten`'s layout): a pure function of each row's bytes,
+        the same for a network alone or in any batch. Two random linear forms
+        of the row's 16-bit halves with random ``b``-bit weights (``b >= 16``;
+        25 for a 2-32-32-1 network), each reduced modulo the prime 2^31 - 1:
+        two distinct networks share a key with probability at most 2^-2b (a
+        shared key costs a miss, never a wrong hit: rows are compared in full)."""
+        if raw.dtype != torch.float32 or raw.dim() != 2 or raw.size(1) != self._num_params:
+            raise ValueError(f'cache_keys takes float32 [B, {self._num_params}], got {raw.dtype} '
+                             f'{list(raw.shape)}')
+        halves = raw.contiguous().view(torch.int16).to(torch.float64)       # [B, 2P], exact
+        prime = 2 ** 31 - 1
+        h0, h1 = ((halves @ w).to(torch.int64) % prime for w in self._key_weights)
+        return h0 * prime + h1
 
     def _check_signs(self, activation, where: str) -> None:
         if self.signs:
@@ -92,6 +127,7 @@ class AlignedMLPEncoder(FlatMLPEncoder):
         if sizes != self.layer_sizes:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
                              f'the reference has {sizes}')
+        require_finite(graph, f'{type(self).__name__}.set_reference')
         self._check_signs(graph.activation, 'the reference')
         self.reference_edge_attr.copy_(graph.edge_attr[:, :1])
         self.reference_x.copy_(graph.x[:, :1])
@@ -123,7 +159,7 @@ class AlignedMLPEncoder(FlatMLPEncoder):
             return super().flatten(self.align(batch))
         with torch.no_grad():
             raw_cpu = raw.detach().to('cpu', torch.float32)
-            key = raw_cpu.double() @ self._probe                         # [B]
+            key = self.cache_keys(raw_cpu)                               # [B]
             hit = torch.zeros(raw.size(0), dtype=torch.bool)
             if self._keys.numel():
                 pos = torch.searchsorted(self._keys, key).clamp_(max=self._keys.numel() - 1)

@@ -127,3 +127,41 @@ def test_cache_is_bounded():
     enc.clear_cache()
     enc.flatten(Batch.from_data_list(gs))
     assert enc._keys.numel() == 5
+
+
+# Issue 19, row 15: the key was a float64 product whose rounding depended on
+# the batch's size and the CPU's BLAS kernels (22 keys for 20 networks on AVX2).
+def test_cache_key_is_a_function_of_the_network_bytes_alone():
+    gs = graphs(33, seed=5)
+    enc = AlignedMLPEncoder(SIZES, hidden=8, layers=1)
+    raw = FlatMLPEncoder(SIZES).flatten(Batch.from_data_list(gs))            # [33, P] float32
+    alone = torch.cat([enc.cache_keys(raw[i:i + 1]) for i in range(33)])
+    for size in (2, 7, 16, 33):                                               # other batch sizes
+        in_batches = torch.cat([enc.cache_keys(part) for part in raw.split(size)])
+        assert torch.equal(in_batches, alone)
+    assert alone.unique().numel() == 33                                       # distinct networks
+    # One bit of one weight changes the key: the lowest mantissa bit, and the sign.
+    for bit in (0, 31):
+        flipped = raw[3:4].clone()
+        flipped.view(torch.int32)[0, 40] ^= (1 << bit) if bit < 31 else -2 ** 31
+        assert not torch.equal(flipped, raw[3:4])
+        assert enc.cache_keys(flipped) != alone[3]
+    # 0.0 and -0.0 are equal values with different bytes: different keys (a
+    # miss and a second alignment, never a wrong hit).
+    zero, negative = raw[:1].clone(), raw[:1].clone()
+    zero[0, 0], negative[0, 0] = 0.0, -0.0
+    assert enc.cache_keys(zero) != enc.cache_keys(negative)
+
+
+def test_non_finite_networks_are_refused_naming_them():
+    gs = graphs(4, seed=6)
+    ea = gs[2].edge_attr.clone()
+    ea[1, 0] = float('nan')
+    bad = gs[2].clone()
+    bad.edge_attr = ea
+    enc = fitted(gs)
+    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder: graph 1 of the batch has nan in edge_attr'):
+        enc(Batch.from_data_list([gs[0], bad]))
+    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder.set_reference: the graph has nan in edge_attr'):
+        enc.set_reference(bad)
+    assert torch.equal(enc.reference_edge_attr, gs[0].edge_attr)            # the reference is kept
