@@ -684,5 +684,15 @@ def _from_state(state, meta, activation, w0, first_w0, output_offset, y, layers)
         last = biases[-1] if biases[-1] is not None else torch.zeros(weights[-1].shape[0], dtype=weights[-1].dtype)
         biases[-1] = last + output_offset
     names = [k[:-len('.weight')] if k.endswith('.weight') else k for k, _, _, _ in layers]
-    return from_weights(weights, biases, activation=activation, y=y, names=names,
-                        layer_bias=had_bias)
+    try:
+        return from_weights(weights, biases, activation=activation, y=y, names=names,
+                            layer_bias=had_bias)
+    except ValueError as err:
+        if 'NaN or Inf' not in str(err):
+            raise
+        # from_weights names the layer; the user looks for the key in the checkpoint
+        key = next((k for l in layers for k, t in ((l[0], l[1]), (l[2], l[3]))
+                    if t is not None and not bool(torch.isfinite(t).all())), None)
+        if key is None:      # the output_offset overflowed the last bias
+            raise ValueError(f'{err} once output_offset={output_offset} is added') from None
+        raise ValueError(f"{err} (checkpoint key '{key}')") from None
