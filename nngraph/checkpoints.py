@@ -382,10 +382,9 @@ def chain_layers(state: Mapping[str, Tensor], layers: Optional[Sequence[str]] = 
             several ways (each named), ``layers`` naming keys that are not
             weights.
     """
-    for k, v in state.items():
-        if v.layout != torch.strided:
-            raise ValueError(f"tensor '{k}' is a {v.layout} tensor; checkpoints hold dense tensors")
-    layout = tuple((k, tuple(v.shape), v.dtype) for k, v in state.items())
+    # A sparse tensor's layout is part of the key: refused once per layout, in _plan.
+    layout = tuple((k, tuple(v.shape), v.dtype if v.layout == torch.strided else v.layout)
+                   for k, v in state.items())
     if layers is not None:
         if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
             raise ValueError(f'layers= must be a list of weight keys or layer names, input layer '
@@ -399,10 +398,13 @@ _WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...],
+def _plan(layout: Tuple[Tuple[str, Tuple[int, ...], Any], ...],
           chosen: Optional[Tuple[str, ...]] = None) -> Tuple[Tuple[str, Optional[str]], ...]:
     shapes = {k: shape for k, shape, _ in layout}
     dtypes = {k: dtype for k, _, dtype in layout}
+    sparse = next((k for k, _, dtype in layout if not isinstance(dtype, torch.dtype)), None)
+    if sparse is not None:
+        raise ValueError(f"tensor '{sparse}' is a {dtypes[sparse]} tensor; checkpoints hold dense tensors")
     if chosen is not None:
         weights = [(k, shapes[k]) for k in _resolve_layers(chosen, shapes)]
     else:
