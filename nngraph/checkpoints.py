@@ -5,8 +5,10 @@ tracing where it works, parameter registration order otherwise) and reads the
 activations from the modules and functional calls between the ``Linear``
 layers. :func:`from_checkpoint` reads a state dict from a file (never
 unpickling code) or a dict, unwraps containers and prefixes, and orders the
-layers by chaining their shapes. Both check what they find and raise a
-``ValueError`` that names the key, shape or layer at fault.
+layers by their key order, the numbering of their names, or the one order
+their shapes allow (an Euler trail through the widths, found in polynomial
+time), or takes the order from ``layers=``. Both check what they find and
+raise a ``ValueError`` that names the key, shape, layer or file at fault.
 """
 from __future__ import annotations
 
