@@ -53,7 +53,6 @@ assignment itself (a C routine) runs once per pair.
 from __future__ import annotations
 
 import copy
-import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -63,8 +62,8 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from nngraph import activations as A
-from nngraph.graph import (activations, architecture, layer_offsets, permute_hidden, rescale_hidden,
-                           validate)
+from nngraph.graph import (activations, architecture, check_finite, layer_offsets, permute_hidden,
+                           rescale_hidden, validate)
 
 __all__ = ['Matching', 'match', 'align', 'distance', 'match_layers', 'apply_matching',
            'match_arrays', 'array_views', 'flat_index', 'permute_flat']
@@ -423,27 +422,12 @@ def apply_matching(weights: Sequence[Tensor], biases: Sequence[Tensor],
     return weights, biases
 
 
-def _require_finite(g: Graph, caller: str, name: str) -> None:
-    """Refuses a NaN or infinity in ``g`` (already validated) naming ``name``
-    and the graph's index in a batch, before scipy's assignment would raise
-    'matrix contains invalid numeric entries' about no graph in particular.
-    One reduction per tensor on the way through (NaN and infinity propagate
-    through any sum); the exact test only when it fires."""
-    if math.isfinite((g.edge_attr.sum() + g.x.sum()).item()):
-        return
-    for field, t in (('edge_attr', g.edge_attr), ('x', g.x)):
-        bad = ~torch.isfinite(t.reshape(t.size(0), -1)).all(1)
-        if not bool(bad.any()):
-            continue
-        k = int(bad.nonzero()[0])
-        which, unit = name, 'edge' if field == 'edge_attr' else 'node'
-        if isinstance(g, Batch):
-            edge_graph = g.batch[g.edge_index[0]]
-            i = int(edge_graph[k] if field == 'edge_attr' else g.batch[k])
-            which = f'{name} graph {i}'
-            k -= int((edge_graph < i).sum()) if field == 'edge_attr' else int(g.ptr[i])
-        raise ValueError(f'{caller}: {which} has a non-finite value in {field} ({unit} {k} of the graph); '
-                         f'weight matching and distances need finite parameters')
+def _check_finite(g: Graph, where: str) -> None:
+    """:func:`nngraph.graph.check_finite`, its message prefixed by ``where``."""
+    try:
+        check_finite(g)
+    except ValueError as err:
+        raise ValueError(f'{where}: {err}') from None
 
 
 def _check_pair(reference: Graph, other: Graph, signs: bool, caller: str) -> None:
@@ -467,8 +451,10 @@ def _check_pair(reference: Graph, other: Graph, signs: bool, caller: str) -> Non
         ca, cb = getattr(reference, attr).size(-1), getattr(other, attr).size(-1)
         if ca != cb:
             raise ValueError(f'{caller}: reference has {ca} {attr} channel(s), other has {cb}')
-    _require_finite(reference, caller, 'reference')
-    _require_finite(other, caller, 'other')
+    # before scipy's assignment raises 'matrix contains invalid numeric entries'
+    # about no graph in particular
+    for name, g in (('reference', reference), ('other', other)):
+        _check_finite(g, f'{caller}: {name}')
     if signs:
         for act in set(activations(other)):
             A.require(act, len(arch_b[0]) - 1, 'odd', f'{caller}(signs=True)')
@@ -561,8 +547,8 @@ def distance(a: Graph, b: Graph) -> Tensor:
     if a.edge_attr.shape != b.edge_attr.shape or a.x.shape != b.x.shape:
         raise ValueError(f'distance needs graphs of one architecture: edge_attr {tuple(a.edge_attr.shape)} '
                          f'vs {tuple(b.edge_attr.shape)}, x {tuple(a.x.shape)} vs {tuple(b.x.shape)}')
-    _require_finite(a, 'distance', 'a')
-    _require_finite(b, 'distance', 'b')
+    _check_finite(a, 'distance: a')
+    _check_finite(b, 'distance: b')
     if isinstance(a, Batch):
         B = a.num_graphs
         de = (a.edge_attr - b.edge_attr).reshape(B, -1)

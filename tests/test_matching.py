@@ -238,14 +238,14 @@ def test_non_finite_networks_are_refused_naming_them():
     ref = graph(sizes, seed=0)
     others = [graph(sizes, seed=s) for s in (1, 2, 3)]
     bad = poisoned(others[1], 'edge_attr', 12)
-    with pytest.raises(ValueError, match=r'^align: other graph 1 has a non-finite value in edge_attr '
-                                         r'\(edge 12 of the graph\)'):
+    with pytest.raises(ValueError, match=r'^align: other: graph 1: edge_attr \(weights\) holds 1 NaN or Inf '
+                                         r'value\(s\), the first in weight matrix 1 \(row 12\)'):
         align(ref, Batch.from_data_list([others[0], bad, others[2]]))
-    with pytest.raises(ValueError, match=r'^align: reference has a non-finite value in x \(node 4 of the graph\)'):
+    with pytest.raises(ValueError, match=r'^align: reference: x \(biases\) .* neuron layer 1 \(row 4\)'):
         align(poisoned(ref, 'x', 4, float('inf')), others[0], signs=False)
-    with pytest.raises(ValueError, match=r'^align: other graph 2 has a non-finite value in x \(node 7 of the graph\)'):
+    with pytest.raises(ValueError, match=r'^align: other: graph 2: x \(biases\) .* neuron layer 2 \(row 7\)'):
         match(ref, Batch.from_data_list(others[:2] + [poisoned(others[2], 'x', 7)]))
-    with pytest.raises(ValueError, match=r'^distance: b has a non-finite value in edge_attr'):
+    with pytest.raises(ValueError, match=r'^distance: b: edge_attr \(weights\) holds 1 NaN'):
         distance(ref, bad)
-    with pytest.raises(ValueError, match=r'^distance: a graph 1 has a non-finite value in edge_attr'):
+    with pytest.raises(ValueError, match=r'^distance: a: graph 1: edge_attr \(weights\) holds 1 NaN'):
         distance(Batch.from_data_list([others[0], bad]), Batch.from_data_list(others[:2]))

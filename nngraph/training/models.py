@@ -93,7 +93,7 @@ def fit_normalization(model: nn.Module, dataset, max_graphs: int = 1024) -> None
         return
     n = min(len(dataset), max_graphs)
     batch = Batch.from_data_list([dataset[i] for i in range(n)])
-    require_finite(batch, 'fit_normalization', what='training graph {i} (dataset item {i})')
+    require_finite(batch, f'fit_normalization on dataset items 0-{n - 1} (graph i is item i)')
     encoder.fit_normalization(batch)
 
 

@@ -19,7 +19,6 @@ get the vectorised path.
 """
 from __future__ import annotations
 
-import bisect
 import copy
 import math
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -30,7 +29,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform
 
 from nngraph import activations as A
-from nngraph.graph import (activations, architecture, graph_layer_views, layer_offsets, layer_views,
+from nngraph.graph import (activations, architecture, check_finite, graph_layer_views, layer_views,
                            stacked_layer_views, with_layers, with_stacked_layers)
 
 Graph = Union[Data, Batch]
@@ -45,49 +44,23 @@ __all__ = ['WeightSpaceTransform', 'select_graph', 'add_to_bias', 'affine_first_
 # Under torch.compile (the encoder calls this) the check runs eagerly, a graph
 # break by design: it reads one number back to decide whether to raise.
 @torch.compiler.disable
-def require_finite(g: Graph, caller: str, what: str = 'graph {i} of the batch') -> None:
-    """Raises ``ValueError`` if ``g.edge_attr`` or ``g.x`` holds a NaN or an
-    infinity, naming ``caller``, the graph (``what`` formatted with its index
-    ``i``; ``'the graph'`` for a single graph), the field, and where in the
-    graph it sits (weight layer and edge, or layer and node).
-
-    The screen is one reduction per tensor and one number read back (one device
-    sync): a sum is non-finite whenever one of its terms is, since NaN and
-    infinity propagate through IEEE addition in any order. Only when it fires
-    is the exact test run, so a finite graph whose sum overflows still passes.
-    """
+def require_finite(g: Graph, caller: str) -> None:
+    """:func:`nngraph.graph.check_finite` with ``caller`` in front of its
+    message: a ``ValueError`` if ``g.edge_attr`` or ``g.x`` holds a NaN or an
+    infinity, naming the graph's index in a batch, the field and the layer.
+    One sum per tensor and one number read back (one device sync); the
+    details are worked out only when it fails."""
     ea, x = getattr(g, 'edge_attr', None), getattr(g, 'x', None)
-    if ea is None or x is None:     # not a parameter graph: the caller's own checks say so
-        return
+    if ea is None or x is None:
+        return          # not a parameter graph: the caller's own checks say so
+    # check_finite's own screen, inlined: this runs per sample and per
+    # transform, and a sum is non-finite whenever one of its terms is
     if math.isfinite((ea.sum() + x.sum()).item()):
         return
-    sizes = architecture(g)
-    for field, t in (('edge_attr', ea), ('x', x)):
-        bad = ~torch.isfinite(t.reshape(t.size(0), -1))                   # [rows, channels]
-        rows = bad.any(1)
-        if not bool(rows.any()):
-            continue
-        k = int(rows.nonzero()[0])
-        value = float(t.reshape(t.size(0), -1)[k][bad[k]][0])
-        edges = field == 'edge_attr'
-        ptr = [0]
-        for s in sizes:
-            ptr.append(ptr[-1] + layer_offsets(s)[1 if edges else 0][-1])
-        i = bisect.bisect_right(ptr, k) - 1
-        local = k - ptr[i]
-        offsets = layer_offsets(sizes[i])[1 if edges else 0]
-        layer = bisect.bisect_right(offsets, local) - 1
-        j = local - offsets[layer]
-        if edges:       # canonical order: row-major over W_l [d_{l+1}, d_l]
-            where = f'W_{layer}[{j // sizes[i][layer]}, {j % sizes[i][layer]}], edge {local} of the graph'
-        elif layer == 0:
-            where = f'input neuron {j}, node {local} of the graph'
-        else:           # node layer l holds b_{l-1}
-            where = f'b_{layer - 1}[{j}], node {local} of the graph'
-
-        subject = what.format(i=i) if isinstance(g, Batch) or len(sizes) > 1 else 'the graph'
-        raise ValueError(f'{caller}: {subject} has {value} in {field} ({where}); '
-                         f'network parameters must be finite')
+    try:
+        check_finite(g)         # the exact test (an overflowing finite sum passes) and the message
+    except ValueError as err:
+        raise ValueError(f'{caller}: {err}') from None
 
 
 def require_finite_labels(y: Optional[Tensor], caller: str) -> None:

@@ -160,8 +160,8 @@ def test_non_finite_networks_are_refused_naming_them():
     bad = gs[2].clone()
     bad.edge_attr = ea
     enc = fitted(gs)
-    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder: graph 1 of the batch has nan in edge_attr'):
+    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder: graph 1: edge_attr \(weights\) holds 1 NaN'):
         enc(Batch.from_data_list([gs[0], bad]))
-    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder.set_reference: the graph has nan in edge_attr'):
+    with pytest.raises(ValueError, match=r'^AlignedMLPEncoder.set_reference: edge_attr \(weights\) holds 1 NaN'):
         enc.set_reference(bad)
     assert torch.equal(enc.reference_edge_attr, gs[0].edge_attr)            # the reference is kept

@@ -188,9 +188,9 @@ def with_value(g, field, row, value):
 
 # Issue 19, row 6: a NaN weight gave NaN logits with no error.
 @pytest.mark.parametrize('field, row, value, where', [
-    ('edge_attr', 17, float('nan'), r'nan in edge_attr \(W_1\[0, 1\], edge 17 of the graph\)'),
-    ('x', 3, float('inf'), r'inf in x \(b_0\[1\], node 3 of the graph\)'),
-    ('x', 10, float('-inf'), r'-inf in x \(b_1\[0\], node 10 of the graph\)'),
+    ('edge_attr', 17, float('nan'), r'edge_attr \(weights\) holds 1 NaN or Inf value\(s\), the first in weight matrix 1 \(row 17\)'),
+    ('x', 3, float('inf'), r'x \(biases\) holds 1 NaN or Inf value\(s\), the first in neuron layer 1 \(row 3\)'),
+    ('x', 10, float('-inf'), r'x \(biases\) holds 1 NaN or Inf value\(s\), the first in neuron layer 2 \(row 10\)'),
 ])
 @pytest.mark.parametrize('path', ['blocks', 'sparse'])
 def test_non_finite_graph_is_refused_naming_it(field, row, value, where, path):
@@ -198,10 +198,10 @@ def test_non_finite_graph_is_refused_naming_it(field, row, value, where, path):
     graphs = [random_graph((2, 8, 1), gen) for _ in range(4)]      # 16 + 8 edges, 11 nodes
     graphs[2] = with_value(graphs[2], field, row, value)
     enc = encoder(canonical_signs='bias')
-    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 2 of the batch has ' + where):
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 2: ' + where):
         enc(Batch.from_data_list(graphs), path=path)
-    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 0 of the batch has ' + where):
-        enc(graphs[2])                                  # one graph is a batch of one
+    with pytest.raises(ValueError, match=r'^GNNEncoder: ' + where):
+        enc(graphs[2])
     # the batch without it is fine, and finite
     assert torch.isfinite(enc(Batch.from_data_list(graphs[:2] + graphs[3:]), path=path)).all()
 
@@ -224,10 +224,10 @@ def test_fit_normalization_refuses_a_non_finite_graph_naming_it():
     graphs[4] = with_value(graphs[4], 'edge_attr', 5, float('nan'))
     enc = encoder()
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    with pytest.raises(ValueError, match=r'^fit_normalization: training graph 4 \(dataset item 4\) has nan '
-                                         r'in edge_attr \(W_0\[2, 1\]'):
+    with pytest.raises(ValueError, match=r'^fit_normalization on dataset items 0-5 \(graph i is item i\): '
+                                         r'graph 4: edge_attr \(weights\) holds 1 NaN'):
         fit_normalization(enc, graphs)
-    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 4 of the batch has nan in edge_attr'):
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 4: edge_attr \(weights\) holds 1 NaN'):
         enc.fit_normalization(Batch.from_data_list(graphs))
     # nothing was fitted: the normalisation is what it was, not NaN
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
