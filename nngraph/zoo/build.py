@@ -39,12 +39,13 @@ import glob
 import json
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from nngraph._atomic import remove_stale_temp_files
+from nngraph._atomic import atomic_path, remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.build import (LOCK, _chunk_path, _clean_temp_files, _clear_chunks, _parse_shard, _setting,
                                 _writer, data_root)
@@ -67,6 +68,33 @@ def zoo_root(source: str) -> str:
     """Where a zoo of ``source`` goes unless told: :func:`nngraph.data.build.data_root`
     ``/zoo-<source>`` (``$NNGRAPH_DATA_ROOT`` or ``~/.cache/nngraph``)."""
     return data_root(f'zoo-{source}')
+
+
+# --------------------------------------------------------------------------- #
+# Files
+# --------------------------------------------------------------------------- #
+
+def _save(path: str, record: Dict[str, Any]) -> None:
+    """Seals ``record`` and saves it atomically, so that equal contents give
+    equal bytes (a merged zoo is byte for byte the one-shot build): through a
+    file object, since ``torch.save`` names the archive's entries after the
+    file and the temp file's name is random; and with every string interned,
+    since pickle writes a string seen before as a back-reference, and whether
+    two equal strings are one object depends on the path they came by
+    (trained here, or loaded from a shard)."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(_interned(store.seal(record)), f)
+
+
+def _interned(value: Any) -> Any:
+    """``value`` with every string (keys too) replaced by its interned copy."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_interned(v) for v in value)
+    return value
 
 
 # --------------------------------------------------------------------------- #
@@ -191,9 +219,8 @@ def _train_chunks(out: str, data, runs, chunks: List[Tensor], mine: range, setti
             part = _load_chunk(path, settings_json, chunks[c])
             if part is None:
                 part = _train_chunk(data, runs, chunks[c], settings)
-                store.save_torch(path, store.seal(dict(
-                    format=FORMAT, format_version=FORMAT_VERSION, kind='chunk', settings=settings_json,
-                    run_ids=chunks[c], part=part)))
+                _save(path, dict(format=FORMAT, format_version=FORMAT_VERSION, kind='chunk',
+                                 settings=settings_json, run_ids=chunks[c], part=part))
             parts.append(part)
             bar.update(chunks[c].numel())
     return parts
@@ -250,11 +277,10 @@ def _write_zoo(out: str, settings: Dict[str, Any], meta: Dict[str, Any], parts: 
     # Rows sorted by (run, epoch): a run's checkpoints together, in time order.
     order = torch.sort(cols['run_id'] * (1 << 20) + cols['epoch'], stable=True).indices
     checkpoints = {k: v[order].contiguous() for k, v in cols.items()}
-    record = store.seal(dict(format=FORMAT, format_version=FORMAT_VERSION, kind='zoo',
-                             settings=json.dumps(settings, sort_keys=True), activations=list(settings['activations']),
-                             architectures=architectures, checkpoints=checkpoints, **meta))
     path = os.path.join(out, ZOO_FILE)
-    store.save_torch(path, record)
+    _save(path, dict(format=FORMAT, format_version=FORMAT_VERSION, kind='zoo',
+                     settings=json.dumps(settings, sort_keys=True), activations=list(settings['activations']),
+                     architectures=architectures, checkpoints=checkpoints, **meta))
     final = checkpoints['test_acc'][_final_rows(checkpoints, meta['runs'])]
     store.write_json(manifest_path, dict(
         format=FORMAT, format_version=FORMAT_VERSION, settings=settings,
@@ -343,10 +369,9 @@ def build_zoo(
                 return path
             with num_threads(threads):
                 parts = _train_chunks(out, data, runs, chunks, mine, settings, progress)
-            store.save_torch(path, store.seal(dict(
-                format=FORMAT, format_version=FORMAT_VERSION, kind='shard', shard=i, num_shards=n,
-                chunks=[mine.start, mine.stop], num_chunks=len(chunks), settings=settings_json,
-                parts=parts, **_meta(data, runs))))
+            _save(path, dict(format=FORMAT, format_version=FORMAT_VERSION, kind='shard', shard=i, num_shards=n,
+                             chunks=[mine.start, mine.stop], num_chunks=len(chunks), settings=settings_json,
+                             parts=parts, **_meta(data, runs)))
             _clear_chunks(out, [spans[c] for c in mine])
         return path
 

@@ -96,8 +96,7 @@ class ZooGraphDataset(Dataset):
         self._architectures = [(tuple(int(d) for d in a['layer_sizes']), a['activation'], a['weights'], a['biases'])
                                for a in zoo['architectures']]
         self.test_x, self.test_y = zoo['test_x'], zoo['test_y']
-        self.num_classes = int(zoo['num_classes'])
-        self.num_features = int(self.test_x.shape[1])
+        self._num_classes = int(zoo['num_classes'])
         self.runs = runs
 
         keep = torch.zeros(runs['run_id'].numel(), dtype=torch.bool)
@@ -160,6 +159,16 @@ class ZooGraphDataset(Dataset):
                             epoch=self.checkpoints['epoch'][k:k + 1])
 
     # --- what the dataset is --------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Classes of the zoo's task: the output width of every network."""
+        return self._num_classes
+
+    @property
+    def num_features(self) -> int:
+        """Input width of every network (the flattened image's size)."""
+        return int(self.test_x.shape[1])
+
     @property
     def y(self) -> Tensor:
         """Targets of all items ``[len]`` (no graph building)."""
