@@ -231,3 +231,18 @@ def test_fit_normalization_refuses_a_non_finite_graph_naming_it():
         enc.fit_normalization(Batch.from_data_list(graphs))
     # nothing was fitted: the normalisation is what it was, not NaN
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.filterwarnings('ignore:Dynamo')     # its notes on the graph breaks, which are expected
+def test_compiled_encoder_runs_and_refuses_non_finite_graphs():
+    # The check reads a number back: under torch.compile it must run eagerly
+    # (a graph break by design) and still raise. Dynamo only (backend='eager'):
+    # the graph breaks are what matter here, not inductor's code.
+    gen = torch.Generator().manual_seed(14)
+    graphs = [random_graph((2, 4, 1), gen) for _ in range(3)]
+    enc = encoder(hidden=8, edge_hidden=8, layers=1, fourier_features=0, probe_points=0, canonical_signs='bias')
+    compiled = torch.compile(enc, backend='eager')
+    torch.testing.assert_close(compiled(Batch.from_data_list(graphs)), enc(Batch.from_data_list(graphs)))
+    graphs[1] = with_value(graphs[1], 'edge_attr', 2, float('nan'))
+    with pytest.raises(ValueError, match=r'^GNNEncoder: graph 1: edge_attr \(weights\) holds 1 NaN'):
+        compiled(Batch.from_data_list(graphs))
