@@ -3,11 +3,14 @@
     python train.py                                   # configs/digits.yaml
     python train.py --config configs/permutation.yaml optim.epochs=20 model.hidden=128
     torchrun --nproc_per_node=2 train.py --config configs/digits.yaml
+    python train.py --resume optim.epochs=25          # continue runs/digits/, ten more epochs
 
 Reads the YAML config top to bottom (every key is listed with its default in
 nngraph.training.DEFAULTS), applies `key.sub=value` overrides, and writes
 runs/<name>/: config.yaml, metrics.json, checkpoint.pt, curves.png.
-The stages themselves live in nngraph/training/ (one module per stage).
+--resume continues the run only under the config its checkpoint was made
+with (execution keys such as compile and device aside; optim.epochs may
+grow). The stages themselves live in nngraph/training/ (one module per stage).
 """
 import argparse
 import json

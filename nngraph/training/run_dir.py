@@ -119,12 +119,14 @@ def save_checkpoint(path: str, **state) -> None:
     data = buf.getbuffer()
     if len(data) < 22 or bytes(data[-22:-18]) != _EOCD or bytes(data[-2:]) != b'\0\0':
         raise RuntimeError('torch.save wrote an archive nngraph cannot checksum (no plain end record)')
-    body = bytes(data[:-2]) + struct.pack('<H', _COMMENT_LEN)
-    comment = _CHECKSUM_TAG + hashlib.sha256(body).hexdigest().encode('ascii')
+    # body = the archive with its comment length set; hashed and written without a copy
+    length = struct.pack('<H', _COMMENT_LEN)
+    digest = hashlib.sha256(data[:-2])
+    digest.update(length)
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
-            f.write(body)
-            f.write(comment)
+            f.write(data[:-2])
+            f.write(length + _CHECKSUM_TAG + digest.hexdigest().encode('ascii'))
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
