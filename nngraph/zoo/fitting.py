@@ -5,8 +5,10 @@ stacked tensors ``W_l: [G, d_{l+1}, d_l]``: one ``baddbmm`` per layer for all
 ``G`` networks, autograd on the *sum* of their losses (each network's gradient
 is the gradient of its own loss), and an elementwise AdamW whose learning rate
 and weight decay are per-network tensors. Each network has its own training
-subset, label noise and epoch budget; a network past its budget is frozen by a
-mask, so a batch never waits on Python per network.
+subset, label noise and epoch budget; networks past their budget leave the
+batch at the epoch boundary (a boolean mask over the rows of every per-network
+tensor), so a batch of mixed budgets costs the sum of the budgets, not ``G``
+times the largest (3x less for the default zoo), and nothing loops over networks.
 
 Randomness is *counter-based* (:func:`counter_uniform`): every random number
 is a hash of ``(seed, run id, stream, index...)``. A network's initial weights,
@@ -41,6 +43,7 @@ HYPER, INIT, SUBSET, NOISE, BATCH = 1, 2, 3, 4, 5
 # Eval in slices of this many images: bounds the [G, n, width] activations
 # (128 networks x 10,000 Fashion-MNIST images x 32 would be 160 MB).
 _EVAL_BLOCK = 2048
+_FIT_METRICS = ('train_acc', 'train_loss', 'test_acc', 'test_loss')
 
 
 # --------------------------------------------------------------------------- #
@@ -239,73 +242,72 @@ def train_networks(
     for d_out, d_in1 in shapes:
         offsets.append(offsets[-1] + d_out * d_in1)
     flat = torch.cat([torch.cat([w, b.unsqueeze(-1)], -1).reshape(G, -1)
-                      for w, b in zip(weights0, biases0)], 1).requires_grad_()
+                      for w, b in zip(weights0, biases0)], 1)
 
     def layers(p: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
-        views = [p[:, offsets[l]:offsets[l + 1]].view(G, *shapes[l]) for l in range(L)]
+        views = [p[:, offsets[l]:offsets[l + 1]].view(p.shape[0], *shapes[l]) for l in range(L)]
         return [v[..., :-1] for v in views], [v[..., -1] for v in views]
 
     order = subset_order(seed, run_ids, n_train)
     sizes = subset_sizes(train_fraction, n_train)
-    labels = noisy_labels(seed, run_ids, train_y, label_noise, num_classes)          # [G, n_train]
-    in_subset = torch.zeros(G, n_train, dtype=torch.bool).scatter_(
-        1, order, torch.arange(n_train).view(1, -1) < sizes.view(-1, 1))
-    batch_key = counter_hash(seed, run_ids.long().view(-1, 1), BATCH)
     steps_per_epoch = math.ceil(n_train / batch_size)
-    budget_steps = epochs.long() * steps_per_epoch                                     # [G]
-    lr_col = lr.float().view(-1, 1)
-    wd_col = weight_decay.float().view(-1, 1)
-    exp_avg = torch.zeros_like(flat)
-    exp_avg_sq = torch.zeros_like(flat)
+    # Everything that is per network, row i for network net[i]: networks past
+    # their epoch budget leave the batch (their rows are dropped), so a batch
+    # of mixed budgets costs the sum of the budgets, not G times the largest.
+    rows = dict(net=torch.arange(G), flat=flat, exp_avg=torch.zeros_like(flat), exp_avg_sq=torch.zeros_like(flat),
+                lr=lr.float().view(-1, 1), wd=weight_decay.float().view(-1, 1), order=order, sizes=sizes,
+                labels=noisy_labels(seed, run_ids, train_y, label_noise, num_classes),          # [G, n_train]
+                in_subset=torch.zeros(G, n_train, dtype=torch.bool).scatter_(
+                    1, order, torch.arange(n_train).view(1, -1) < sizes.view(-1, 1)),
+                batch_key=counter_hash(seed, run_ids.long().view(-1, 1), BATCH),
+                budget=epochs.long().view(-1))
     b1, b2 = betas
+    saved: Dict[str, List[Tensor]] = {k: [] for k in ('net', 'epoch', 'flat', *_FIT_METRICS)}
 
-    wanted = [checkpoint_epochs(int(e)) for e in epochs]
-    all_epochs = sorted({e for es in wanted for e in es})
-    keep = torch.tensor([[e in es for e in all_epochs] for es in wanted], dtype=torch.bool)   # [G, E]
-    snaps: List[Tensor] = []
-    rows: List[Tuple[Tensor, ...]] = []
+    def record(epoch: int, want: Tensor) -> None:
+        w, b = layers(rows['flat'][want])
+        train = _metrics(w, b, activation, train_x, rows['labels'][want], rows['in_subset'][want])
+        test = _metrics(w, b, activation, test_x, test_y)
+        for k, v in zip(('net', 'flat', *_FIT_METRICS), (rows['net'][want], rows['flat'][want], *train, *test)):
+            saved[k].append(v)
+        saved['epoch'].append(torch.full((int(want.sum()),), epoch, dtype=torch.long))
 
-    def record() -> None:
-        with torch.no_grad():
-            w, b = layers(flat)
-            tr = _metrics(w, b, activation, train_x, labels, in_subset)
-            te = _metrics(w, b, activation, test_x, test_y)
-        snaps.append(flat.detach().clone())
-        rows.append(tr + te)
-
-    last = int(budget_steps.max()) if G else 0
-    for t in range(last + 1):
-        if t % steps_per_epoch == 0 and t // steps_per_epoch in all_epochs:
-            record()
-        if t == last:
-            break
-        img = batch_images(batch_key, t, batch_size, order, sizes)                     # [G, B]
+    t = 0
+    while True:
+        if t % steps_per_epoch == 0:
+            e = t // steps_per_epoch
+            budget = rows['budget']
+            want = (budget == e) | (e == 0 or e & (e - 1) == 0)        # checkpoint_epochs(budget)
+            if bool(want.any()):
+                record(e, want)
+            if bool((budget == e).any()):
+                alive = budget > e
+                rows = {k: v[alive] for k, v in rows.items()}
+            if rows['net'].numel() == 0:
+                break
+        flat = rows['flat'].requires_grad_()
+        img = batch_images(rows['batch_key'], t, batch_size, rows['order'], rows['sizes'])   # [g, B]
         w, b = layers(flat)
-        out = logits(w, b, activation, train_x[img])                                   # [G, B, C]
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.gather(1, img).reshape(-1))
-        # cross_entropy averaged over G * B; times G is the sum of the G networks'
+        out = logits(w, b, activation, train_x[img])                                         # [g, B, C]
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), rows['labels'].gather(1, img).reshape(-1))
+        # cross_entropy averaged over g * B; times g is the sum of the g networks'
         # minibatch means, so each network's gradient is that of its own loss.
-        flat.grad = None
-        (loss * G).backward()
-        with torch.no_grad():
-            grad = flat.grad
-            active = (t < budget_steps).float().view(-1, 1)       # frozen past its budget
-            step = t + 1
-            bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-            flat.mul_(1 - active * lr_col * wd_col)          # decoupled decay, as AdamW
-            exp_avg.lerp_(grad, 1 - b1)
-            exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            denom = (exp_avg_sq.sqrt() / math.sqrt(bc2)).add_(eps)
-            flat.sub_(active * (lr_col / bc1) * exp_avg / denom)
+        (grad,) = torch.autograd.grad(loss * flat.shape[0], flat)
+        t += 1
+        with torch.no_grad():      # torch.optim.AdamW's update, lr and weight decay per network
+            flat = flat.detach()
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            flat.mul_(1 - rows['lr'] * rows['wd'])
+            rows['exp_avg'].lerp_(grad, 1 - b1)
+            rows['exp_avg_sq'].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (rows['exp_avg_sq'].sqrt() / math.sqrt(bc2)).add_(eps)
+            flat.sub_((rows['lr'] / bc1) * rows['exp_avg'] / denom)
+            rows['flat'] = flat
 
-    # Rows sorted by (network, epoch): the E snapshots, each network's wanted ones.
-    stacked = torch.stack(snaps, 1)                                 # [G, E, P]
-    net, ep = keep.nonzero(as_tuple=True)
-    chosen = stacked[net, ep]                                       # [K, P]
-    K = chosen.shape[0]
-    views = [chosen[:, offsets[l]:offsets[l + 1]].view(K, *shapes[l]) for l in range(L)]
-    metrics = [torch.stack([r[i] for r in rows], 1)[net, ep] for i in range(4)]
-    return ZooFit(weights=[v[..., :-1].contiguous() for v in views],
-                  biases=[v[..., -1].contiguous() for v in views],
-                  network=net, epoch=torch.tensor(all_epochs, dtype=torch.long)[ep],
-                  train_acc=metrics[0], train_loss=metrics[1], test_acc=metrics[2], test_loss=metrics[3])
+    # Rows sorted by (network, epoch).
+    cat = {k: torch.cat(v) for k, v in saved.items()}
+    perm = torch.sort(cat['net'] * (1 << 20) + cat['epoch'], stable=True).indices
+    cat = {k: v[perm] for k, v in cat.items()}
+    w, b = layers(cat['flat'])
+    return ZooFit(weights=[x.contiguous() for x in w], biases=[x.contiguous() for x in b], network=cat['net'],
+                  epoch=cat['epoch'], **{k: cat[k] for k in _FIT_METRICS})

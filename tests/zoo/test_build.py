@@ -162,3 +162,14 @@ def test_cli_build_show_and_errors(tmp_path, capsys):
     assert main(argv[:4] + ['--lr', 'nan,1e-2', '--overwrite']) == 2
     assert 'lr=nan' in capsys.readouterr().err
     assert main(['build', 'digits', '--root', str(tmp_path / 'x'), '--shard', '2/2']) == 2
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    """One process writes a zoo at a time: a live holder's lock is refused, naming it."""
+    import json
+    import socket
+    from nngraph._atomic import LockHeldError
+    with open(tmp_path / '.lock', 'w') as f:
+        json.dump(dict(pid=os.getppid(), host=socket.gethostname(), since=0), f)
+    with pytest.raises(LockHeldError, match=f'pid {os.getppid()}'):
+        build_zoo('digits', tmp_path, **MINI)

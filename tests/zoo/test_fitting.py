@@ -1,7 +1,6 @@
 """Batched training (nngraph/zoo/fitting.py): the batch is the plain loop, network by network."""
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
