@@ -59,6 +59,9 @@ __all__ = ['build_zoo', 'merge_zoo_shards', 'read_zoo', 'zoo_root', 'ZOO_FILE', 
 FORMAT = 'nngraph-zoo'
 FORMAT_VERSION = 1
 ZOO_FILE = 'zoo.pt'
+# Bumped whenever training changes what a network becomes: it is part of the
+# settings, so an older zoo or a finished chunk of an older trainer is not reused.
+TRAINER_VERSION = 1
 _SHARD_RE = re.compile(r'shard-(\d+)-of-(\d+)\.pt$')
 _METRICS = ('train_acc', 'train_loss', 'test_acc', 'test_loss')
 _META = ('runs', 'test_x', 'test_y', 'train_ids', 'test_ids', 'num_classes')   # zoo.pt beside the networks
@@ -168,7 +171,7 @@ def _plan(source: str, seed: int, settings: Dict[str, Any], source_dir) -> Tuple
     if seed >= 1 << 31:
         raise ValueError(f'seed must be in [0, 2**31), got {seed}')
     data = P.zoo_images(source, opts, seed, source_dir)
-    full = dict(source=source, seed=seed, source_fingerprint=data['fingerprint'],
+    full = dict(source=source, seed=seed, trainer_version=TRAINER_VERSION, source_fingerprint=data['fingerprint'],
                 num_train=int(data['train_y'].numel()), num_test=int(data['test_y'].numel()),
                 num_features=int(data['train_x'].shape[1]), image_shape=data['image_shape'], **opts)
     full = json.loads(json.dumps(full))      # the form it has after a JSON round trip

@@ -197,10 +197,6 @@ class ZooFit:
     test_acc: Tensor
     test_loss: Tensor
 
-    def as_dict(self) -> Dict[str, object]:
-        """The fields as a plain dict (weights-only savable)."""
-        return dict(self.__dict__)
-
 
 def train_networks(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, layer_sizes: Sequence[int],
@@ -233,6 +229,14 @@ def train_networks(
         run id and its own settings, not on the other networks of the batch.
     """
     G, n_train = run_ids.numel(), train_x.shape[0]
+    per_network = dict(lr=lr, weight_decay=weight_decay, init_scale=init_scale, label_noise=label_noise,
+                       train_fraction=train_fraction, epochs=epochs)
+    wrong = {k: tuple(v.shape) for k, v in per_network.items() if tuple(v.shape) != (G,)}
+    if G == 0 or wrong:
+        raise ValueError(f'train_networks needs at least one run id and one value per network for '
+                         f'{len(run_ids)} run ids, got shapes {wrong}')
+    if bool((epochs < 1).any()):
+        raise ValueError(f'epochs must be at least 1 for every network, got {epochs.tolist()}')
     L = len(layer_sizes) - 1
     weights0, biases0 = init_weights(seed, run_ids, layer_sizes, init_scale)
     # All parameters of a network in one row, layer l's [W_l | b_l] at offsets[l]:

@@ -1,6 +1,7 @@
 """Batched training (nngraph/zoo/fitting.py): the batch is the plain loop, network by network."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -108,3 +109,10 @@ def test_noisy_labels_flip_the_asked_fraction_to_other_classes():
     wrong = (noisy[1] != y).float().mean()
     assert abs(float(wrong) - 0.3) < 0.02
     assert int(noisy.min()) >= 0 and int(noisy.max()) <= 9
+
+
+def test_per_network_settings_must_match_the_run_ids():
+    train_x, train_y, test_x, test_y = _data()
+    bad = dict(HYPER, lr=torch.tensor([1e-2, 1e-2]))
+    with pytest.raises(ValueError, match=r"'lr': \(2,\)"):
+        train_networks(train_x, train_y, test_x, test_y, SIZES, 'relu', seed=0, batch_size=8, num_classes=3, **bad)
