@@ -15,7 +15,7 @@ from nngraph import activations as A
 from nngraph.graph import layer_offsets, structure, validate
 from nngraph.matching import align
 from nngraph.models.classifier import FlatMLPEncoder
-from nngraph.transforms._base import require_finite
+from nngraph.transforms._base import require_finite_eager
 
 __all__ = ['AlignedMLPEncoder']
 
@@ -127,7 +127,7 @@ class AlignedMLPEncoder(FlatMLPEncoder):
         if sizes != self.layer_sizes:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
                              f'the reference has {sizes}')
-        require_finite(graph, f'{type(self).__name__}.set_reference')
+        require_finite_eager(graph, f'{type(self).__name__}.set_reference')
         self._check_signs(graph.activation, 'the reference')
         self.reference_edge_attr.copy_(graph.edge_attr[:, :1])
         self.reference_x.copy_(graph.x[:, :1])

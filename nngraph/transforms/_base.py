@@ -37,30 +37,44 @@ Params = Any            # a tensor, None, or a list / tuple of them (nested)
 Layers = Tuple[List[Tensor], List[Tensor]]
 
 __all__ = ['WeightSpaceTransform', 'select_graph', 'add_to_bias', 'affine_first_layer',
-           'uniform_range', 'uniform', 'per_hidden_layer', 'require_finite', 'require_finite_labels',
+           'uniform_range', 'uniform', 'per_hidden_layer', 'require_finite', 'require_finite_eager',
+           'require_finite_labels',
            'require_finite_number']
 
 
-# Under torch.compile (the encoder calls this) the check runs eagerly, a graph
-# break by design: it reads one number back to decide whether to raise.
-@torch.compiler.disable
-def require_finite(g: Graph, caller: str) -> None:
+def require_finite(g: Graph, caller: str, *, labels: bool = False) -> None:
     """:func:`nngraph.graph.check_finite` with ``caller`` in front of its
-    message: a ``ValueError`` if ``g.edge_attr`` or ``g.x`` holds a NaN or an
-    infinity, naming the graph's index in a batch, the field and the layer.
-    One sum per tensor and one number read back (one device sync); the
-    details are worked out only when it fails."""
-    ea, x = getattr(g, 'edge_attr', None), getattr(g, 'x', None)
+    message: a ``ValueError`` if ``g.edge_attr`` or ``g.x`` (and with
+    ``labels`` a soft label ``g.y``) holds a NaN or an infinity, naming the
+    graph's index in a batch, the field and the layer. One sum per tensor and
+    one number read back (one device sync); the details are worked out only
+    when it fails."""
+    fields = g._store._mapping      # Data.__getattr__ costs a microsecond per field, per sample
+    ea, x = fields.get('edge_attr'), fields.get('x')
     if ea is None or x is None:
         return          # not a parameter graph: the caller's own checks say so
     # check_finite's own screen, inlined: this runs per sample and per
     # transform, and a sum is non-finite whenever one of its terms is
-    if math.isfinite((ea.sum() + x.sum()).item()):
+    total = ea.sum() + x.sum()
+    y = fields.get('y') if labels else None
+    soft = isinstance(y, Tensor) and y.is_floating_point()
+    if soft:
+        total = total + y.sum()
+    if math.isfinite(total.item()):
         return
     try:
         check_finite(g)         # the exact test (an overflowing finite sum passes) and the message
     except ValueError as err:
         raise ValueError(f'{caller}: {err}') from None
+    if soft:
+        require_finite_labels(y, caller)
+
+
+#: :func:`require_finite` for the models' forwards, which may run under
+#: torch.compile: there the check runs eagerly, a graph break by design (it
+#: reads one number back to decide whether to raise). Transforms call the
+#: plain function: the wrapper costs a microsecond per sample.
+require_finite_eager = torch.compiler.disable(require_finite)
 
 
 def require_finite_labels(y: Optional[Tensor], caller: str) -> None:

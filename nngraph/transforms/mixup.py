@@ -351,8 +351,7 @@ class WeightMixUp(BaseTransform):
         return data
 
     def forward(self, data: Data) -> Data:
-        require_finite(data, 'WeightMixUp')
-        require_finite_labels(getattr(data, 'y', None), 'WeightMixUp')
+        require_finite(data, 'WeightMixUp', labels=True)
         if isinstance(data, Batch):
             sizes, act = batch_architecture(data, 'WeightMixUp')
             ea, x = data.edge_attr, data.x
