@@ -53,8 +53,9 @@ except ValueError as err:
 
 # ----------------------------------------------------------------------------- report
 if rank == 0:
-    summary = {k: metrics[k] for k in ('best_epoch', 'best_val_acc', 'test_acc', 'wall_time_s',
-                                        'train_graphs_per_s') if metrics.get(k) is not None}
+    summary = {k: metrics[k] for k in ('best_epoch', 'best_val_acc', 'test_acc', 'best_val_tau', 'test_tau',
+                                        'test_r2', 'test_mae', 'wall_time_s', 'train_graphs_per_s')
+               if metrics.get(k) is not None}
     for key in ('probe', 'probe_random_encoder'):
         if key in metrics:
             summary[key + '_test_acc'] = metrics[key]['test_acc']

@@ -10,9 +10,10 @@ from torch_geometric.data import Batch, Data
 
 from nngraph.graph import validate
 from nngraph.models.encoder import GNNEncoder
-from nngraph.transforms._base import require_finite
+from nngraph.transforms._base import require_finite_eager
 
-__all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'EncoderClassifier', 'ProjectionHead']
+__all__ = ['GraphClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'EncoderClassifier', 'EncoderRegressor',
+           'ProjectionHead']
 
 
 class GraphClassifier(nn.Module):
@@ -92,7 +93,7 @@ class FlatMLPEncoder(nn.Module):
         if bad:
             raise ValueError(f'{type(self).__name__} was built for layer sizes {self.layer_sizes}, '
                              f'got a graph with {bad[0]}')
-        require_finite(batch, type(self).__name__)
+        require_finite_eager(batch, type(self).__name__)
         B = batch.num_graphs
         weights = batch.edge_attr[:, 0].view(B, -1)
         biases = batch.x[:, 0].view(B, -1)[:, self.d0:]           # input nodes carry no bias
@@ -168,6 +169,42 @@ class EncoderClassifier(nn.Module):
     def forward(self, batch: Union[Data, Batch]) -> Tensor:
         """``[B, num_classes]`` logits."""
         return self.head(self.encoder(batch))
+
+
+class EncoderRegressor(nn.Module):
+    r"""Any encoder followed by a linear layer to one number, in the target's
+    units: :math:`\hat y = \mu + \sigma\,(w^\top \phi(\mathrm{enc}(G)) + c)`,
+    with :math:`\mu, \sigma` the mean and standard deviation of the training
+    targets (:meth:`fit_targets`), so the layer learns a standardised target
+    whatever its scale (an accuracy in [0, 1], a learning rate).
+
+    Args:
+        encoder (nn.Module): maps a batch of graphs to ``[B, encoder.out_dim]``.
+        relu (bool): a ReLU before the linear layer, for encoders whose
+            output is not already after a nonlinearity (the GNN's, as in
+            :class:`GraphClassifier`); the MLP baselines end in one.
+    """
+
+    def __init__(self, encoder: nn.Module, relu: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        linear = nn.Linear(encoder.out_dim, 1)
+        self.head = nn.Sequential(nn.ReLU(), linear) if relu else linear
+        self.register_buffer('y_shift', torch.zeros(()))
+        self.register_buffer('y_scale', torch.ones(()))
+
+    @torch.no_grad()
+    def fit_targets(self, y: Tensor) -> None:
+        r"""Sets :math:`\mu, \sigma` from the training targets ``y`` (scale 1
+        for a constant target)."""
+        y = y.detach().reshape(-1).to(self.y_shift)
+        std = y.std() if y.numel() > 1 else torch.zeros(())
+        self.y_shift.copy_(y.mean())
+        self.y_scale.copy_(std if float(std) > 1e-12 else torch.ones(()))
+
+    def forward(self, batch: Union[Data, Batch]) -> Tensor:
+        """``[B, 1]`` predictions in the target's units."""
+        return self.y_shift + self.y_scale * self.head(self.encoder(batch))
 
 
 class ProjectionHead(nn.Module):

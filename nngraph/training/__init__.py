@@ -15,6 +15,8 @@ One stage per module, in the order :func:`run` calls them:
 - :mod:`~nngraph.training.data`: transforms, datasets, the training loader;
 - :mod:`~nngraph.training.models`: the model ``model.name`` names, its standardisation;
 - :mod:`~nngraph.training.losses`: objectives and the learning-rate schedule;
+- :mod:`~nngraph.training.tasks`: classification, or regression of a model zoo's
+  float target (:mod:`~nngraph.training.metrics`: Kendall's tau, R^2, MAE);
 - :mod:`~nngraph.training.loops`: supervised training and evaluation;
 - :mod:`~nngraph.training.contrastive`: SimCLR pretraining and the linear probe.
 """
@@ -31,6 +33,7 @@ from nngraph.training.data import (ListDataset, OneHotLabel, build_datasets, bui
 from nngraph.training.distributed import Distributed
 from nngraph.training.loops import NonFiniteLossError, evaluate, supervised
 from nngraph.training.losses import hard_labels, nt_xent, soft_cross_entropy, warmup_cosine
+from nngraph.training.metrics import kendall_tau, mean_absolute_error, r2_score, regression_metrics
 from nngraph.training.models import (ContrastiveModel, build_encoder, build_model, encoder_kwargs,
                                      fit_normalization)
 from nngraph.training.run_dir import (CheckpointError, RunExistsError, load_checkpoint, prepare_run_dir, probe_checkpoint,
@@ -42,7 +45,7 @@ __all__ = [
     'OneHotLabel', 'train_loader', 'build_model', 'build_encoder', 'encoder_kwargs', 'fit_normalization',
     'ContrastiveModel', 'Distributed', 'evaluate', 'TwoViews', 'embed', 'linear_probe', 'prepare_run_dir',
     'save_checkpoint', 'load_checkpoint', 'write_json', 'write_yaml', 'run', 'RunExistsError', 'CheckpointError',
-    'NonFiniteLossError', 'EXECUTION_KEYS',
+    'NonFiniteLossError', 'EXECUTION_KEYS', 'kendall_tau', 'r2_score', 'mean_absolute_error', 'regression_metrics',
 ]
 
 

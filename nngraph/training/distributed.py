@@ -41,6 +41,16 @@ class Distributed:
             dist.all_reduce(t)
         return t.tolist()
 
+    def gather(self, t: "torch.Tensor") -> "torch.Tensor":
+        """The CPU tensors ``t`` of all processes, concatenated in rank order
+        (``t`` itself on one process): evaluation metrics that need every
+        prediction (Kendall's tau) read the whole split."""
+        if not self.enabled:
+            return t
+        parts: List = [None] * self.world
+        dist.all_gather_object(parts, t.cpu())
+        return torch.cat(parts)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -14,12 +14,13 @@ from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
-from nngraph.training.data import prepare_data, train_loader
+from nngraph.training.data import REGRESSION_SOURCES, architectures_of, prepare_data, train_loader
 from nngraph.training.distributed import Distributed, shard
-from nngraph.training.losses import hard_labels, soft_cross_entropy, warmup_cosine
+from nngraph.training.losses import warmup_cosine
 from nngraph.training.models import build_model, fit_normalization, training_module
 from nngraph.training.run_dir import (plot_curves, rng_state, save_checkpoint, set_rng_state, write_metrics,
-                                      run_metrics)
+                                      run_metrics, write_predictions)
+from nngraph.training.tasks import Classification, Regression, evaluate
 
 __all__ = ['NonFiniteLossError', 'seed_epoch', 'evaluate', 'optimizer_step', 'check_loss', 'restore',
            'supervised']
@@ -68,21 +69,6 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device, dist_: Distributed) -> Dict[str, float]:
-    """Loss and accuracy over a (sharded) split, summed over processes."""
-    model.eval()
-    loss_sum = correct = count = 0.0
-    for batch in loader:
-        batch = batch.to(device)
-        logits = model(batch)
-        loss_sum += float(soft_cross_entropy(logits, batch.y)) * batch.num_graphs
-        correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
-        count += batch.num_graphs
-    loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
-    return {'loss': loss_sum / max(count, 1), 'acc': correct / max(count, 1)}
-
-
 def optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_clip) -> None:
     """Backward, optional gradient-norm clipping, one optimizer and one schedule step."""
     optimizer.zero_grad(set_to_none=True)
@@ -103,12 +89,19 @@ def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpo
     device = dist_.device
     torch.manual_seed(seed)
     train, val, test, source, K, sizes, _ = prepare_data(config, dist_, True, soft_labels=True)
+    regression = d['source'] in REGRESSION_SOURCES
 
     # ---- model, optimizer, schedule
     torch.manual_seed(seed)             # same initial weights on every rank
-    model = build_model(config, K, sizes)
+    if regression:
+        model = build_model(config, K, sizes, regression=True, architectures=architectures_of(train, val, test))
+        model.fit_targets(source.y)
+    else:
+        model = build_model(config, K, sizes)
     fit_normalization(model, source)
     model = model.to(device)
+    task = Regression(model.y_scale) if regression else Classification()
+    metric = f'val_{task.metric}'       # the validation metric that selects the model
     ddp = training_module(model, config, dist_.enabled)     # evaluation runs `model` itself
     optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     loader, sampler = train_loader(train, int(d['batch_size']), int(d['num_workers']), dist_, seed,
@@ -120,7 +113,8 @@ def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpo
     val_loader = DataLoader(shard(val, dist_), batch_size=int(d['eval_batch_size']))
     test_loader = DataLoader(shard(test, dist_), batch_size=int(d['eval_batch_size']))
 
-    history, start, best = [], 0, {'epoch': -1, 'val_acc': -1.0, 'state': None}
+    # tau >= -1 and acc >= 0: the first finite validation metric is the best so far
+    history, start, best = [], 0, {'epoch': -1, metric: -1.0 if metric == 'val_acc' else -2.0, 'state': None}
     ckpt_path = os.path.join(run_dir, 'checkpoint.pt')
     wall_before = 0.0
     if checkpoint is not None:
@@ -134,44 +128,40 @@ def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpo
         if sampler is not None:
             sampler.set_epoch(epoch)
         ddp.train()
-        loss_sum = correct = count = 0.0
+        running = task.running()
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{o["epochs"]}', disable=not (progress and dist_.main),
                    leave=False)
         for step, batch in enumerate(bar):
             batch = batch.to(device)
-            logits = ddp(batch)
-            loss = soft_cross_entropy(logits, batch.y)
+            out = ddp(batch)
+            loss = task.loss(out, batch.y)
             optimizer_step(loss, model, optimizer, scheduler, o['grad_clip'])
-            n = batch.num_graphs
             # The one sync per step the running mean already made; a NaN
             # stops the run here, before this epoch's checkpoint.
             value = float(loss.detach())
             check_loss(value, epoch, int(o['epochs']), step, steps_per_epoch, run_dir)
-            loss_sum += value * n
-            correct += float((logits.argmax(-1) == hard_labels(batch.y)).sum())
-            count += n
-            bar.set_postfix(loss=f'{loss_sum / count:.3f}', acc=f'{correct / count:.3f}')
+            bar.set_postfix(**running.add(out, batch.y, value, batch.num_graphs))
         epoch_time = time.perf_counter() - t0
-        loss_sum, correct, count = dist_.sum([loss_sum, correct, count])
+        train_row, count = running.result(dist_)
         train_time += epoch_time
         train_graphs += count
-        v = evaluate(model, val_loader, device, dist_)
-        row = {'epoch': epoch, 'train_loss': loss_sum / max(count, 1), 'train_acc': correct / max(count, 1),
-               'val_loss': v['loss'], 'val_acc': v['acc']}
+        v = task.evaluate(model, val_loader, device, dist_)
+        row = {'epoch': epoch, **train_row, **{f'val_{k}': x for k, x in v.items()}}
         if d['test_every_epoch']:
-            t = evaluate(model, test_loader, device, dist_)
-            row.update(test_loss=t['loss'], test_acc=t['acc'])
+            t = task.evaluate(model, test_loader, device, dist_)
+            row.update({f'test_{k}': x for k, x in t.items()})
         row.update(lr=scheduler.get_last_lr()[0], epoch_time_s=epoch_time,
                    graphs_per_s=count / max(epoch_time, 1e-9))
         history.append(row)
-        if v['acc'] > best['val_acc']:
-            best = {'epoch': epoch, 'val_acc': v['acc'],
+        if row[metric] > best[metric]:
+            best = {'epoch': epoch, metric: row[metric],
                     'state': {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}}
         if dist_.main:
             if progress:
-                test = f" test {row['test_acc']:.3f}" if 'test_acc' in row else ''
-                tqdm.write(f"epoch {epoch + 1}: train {row['train_acc']:.3f} val {v['acc']:.3f}{test} "
+                m = task.metric
+                test = f" test {row[f'test_{m}']:.3f}" if f'test_{m}' in row else ''
+                tqdm.write(f"epoch {epoch + 1}: train {row[f'train_{m}']:.3f} val {row[metric]:.3f}{test} "
                            f"({row['graphs_per_s']:.0f} graphs/s)")
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, history=history, best=best,
@@ -184,17 +174,22 @@ def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpo
     # ---- final evaluation of the best-on-validation model on the test split
     if best['state'] is not None:
         model.load_state_dict(best['state'])
-    final = evaluate(model, test_loader, device, dist_)
+    final = task.evaluate(model, test_loader, device, dist_, **({'keep': True} if regression else {}))
+    predictions = final.pop('predictions', None)
     # The generalization gap's other end: the same model on the training
     # graphs as they are (no augmentation), not the running batch accuracy.
-    clean = evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
-    extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
+    clean = task.evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    extra = {f'train_{k}': x for k, x in clean.items()}
+    if not regression:
+        extra = {'train_acc': clean['acc'], 'train_loss': clean['loss']}
     wall = wall_before + time.perf_counter() - t_start
     metrics = run_metrics(config, history, best, final, wall, extra)
     if dist_.main:
         write_metrics(run_dir, config, history, best, final, wall, finished=True, extra=extra)
+        if predictions is not None:
+            write_predictions(os.path.join(run_dir, 'predictions.csv'), predictions)
         if history:
             plot_curves(os.path.join(run_dir, 'curves.png'), history,
-                        f"{config['name']}: best epoch {best['epoch']}, test acc {final['acc']:.3f}")
+                        f"{config['name']}: best epoch {best['epoch']}, {task.summary(final)}", task.metric)
     dist_.barrier()
     return metrics

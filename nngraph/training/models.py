@@ -3,7 +3,7 @@ standardisation fitted on training graphs, and the SimCLR wrapper."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +11,7 @@ from torch_geometric.data import Batch
 
 from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
                             GraphClassifier, ProjectionHead, StatNNEncoder)
+from nngraph.models.classifier import EncoderRegressor
 from nngraph.transforms._base import require_finite
 
 __all__ = ['MODELS', 'build_model', 'training_module', 'build_encoder', 'encoder_kwargs', 'fit_normalization',
@@ -23,40 +24,81 @@ __all__ = ['MODELS', 'build_model', 'training_module', 'build_encoder', 'encoder
 MODELS = ('gnn', 'flat', 'statnn', 'aligned_mlp')
 
 
-def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[int]) -> nn.Module:
-    """The classifier of ``model`` for networks of ``layer_sizes``."""
+def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[int], *,
+                regression: bool = False, architectures: Optional[Sequence[Sequence[int]]] = None) -> nn.Module:
+    """The classifier of ``model`` for networks of ``layer_sizes``; with
+    ``regression`` an :class:`~nngraph.models.classifier.EncoderRegressor`
+    (one output in the target's units; ``num_classes`` is then the task's
+    class count, which the GNN reads as the networks' output width).
+    ``architectures`` lists every architecture the model will read when they
+    differ (a model zoo; see :func:`build_encoder`)."""
     m = config['model']
+    if regression:
+        return EncoderRegressor(build_encoder(config, layer_sizes, architectures), relu=m['name'] == 'gnn')
     if m['name'] == 'gnn':
-        return GraphClassifier(num_classes, **encoder_kwargs(config, layer_sizes))
+        return GraphClassifier(num_classes, **encoder_kwargs(config, layer_sizes, architectures))
     if m['name'] == 'flat':
+        _one_architecture(m['name'], layer_sizes, architectures)
         return FlatMLPClassifier(num_classes, layer_sizes, hidden=m['flat_hidden'],
                                  layers=m['flat_layers'], dropout=m['dropout'])
-    return EncoderClassifier(build_encoder(config, layer_sizes), num_classes)
+    return EncoderClassifier(build_encoder(config, layer_sizes, architectures), num_classes)
 
 
-def build_encoder(config: Dict[str, Any], layer_sizes: Sequence[int]) -> nn.Module:
-    """The encoder of ``model`` alone (contrastive pretraining, probes)."""
+def build_encoder(config: Dict[str, Any], layer_sizes: Sequence[int],
+                  architectures: Optional[Sequence[Sequence[int]]] = None) -> nn.Module:
+    """The encoder of ``model`` alone (contrastive pretraining, probes,
+    regression). ``architectures``: every architecture it will read, when
+    they differ (default: ``layer_sizes`` only). The GNN reads any mix; StatNN
+    reads mixed depths through padded layer slots; the flat and aligned MLPs
+    read one architecture and refuse a mix, naming it."""
     m = config['model']
     mlp = dict(hidden=m['flat_hidden'], layers=m['flat_layers'], dropout=m['dropout'])
     if m['name'] == 'flat':
+        _one_architecture(m['name'], layer_sizes, architectures)
         return FlatMLPEncoder(layer_sizes, **mlp)
     if m['name'] == 'statnn':
+        depths = {len(a) - 1 for a in (architectures or [layer_sizes])}
+        if len(depths) > 1:
+            return StatNNEncoder(max(depths), variable_depth=True, **mlp)
         return StatNNEncoder(len(layer_sizes) - 1, **mlp)
     if m['name'] == 'aligned_mlp':
+        _one_architecture(m['name'], layer_sizes, architectures)
         return AlignedMLPEncoder(layer_sizes, signs=m['align_signs'], **mlp)
     if m['name'] == 'gnn':
-        return GNNEncoder(**encoder_kwargs(config, layer_sizes))
+        return GNNEncoder(**encoder_kwargs(config, layer_sizes, architectures))
     raise ValueError(f"model.name must be one of {MODELS}, got {m['name']!r}")
 
 
-def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int]) -> Dict[str, Any]:
-    """The :class:`GNNEncoder` arguments of ``model`` for networks of ``layer_sizes``."""
+def _one_architecture(name: str, layer_sizes: Sequence[int],
+                      architectures: Optional[Sequence[Sequence[int]]]) -> None:
+    # A model over the flat parameter vector has one input layout: a mix of
+    # architectures is the user's choice of data, named here before training.
+    found = sorted({tuple(int(d) for d in a) for a in (architectures or [layer_sizes])})
+    if len(found) > 1:
+        shown = ', '.join(str(list(a)) for a in found[:4]) + (', ...' if len(found) > 4 else '')
+        raise ValueError(f"model.name {name!r} reads networks of one architecture, but the data holds "
+                         f'{len(found)} ({shown}); select one with data.architecture (e.g. '
+                         f"data.architecture={list(found[0])}), or use model.name 'gnn' or 'statnn'")
+
+
+def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int],
+                   architectures: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Any]:
+    """The :class:`GNNEncoder` arguments of ``model`` for networks of
+    ``layer_sizes`` (input and output widths; every architecture of a mix
+    shares them), deep enough for the deepest of ``architectures``."""
     m = config['model']
-    return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
-                edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
-                dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
-                fourier_scale=m['fourier_scale'], probe_points=m['probe_points'],
-                canonical_signs=m['canonical_signs'])
+    kwargs = dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
+                  edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
+                  dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
+                  fourier_scale=m['fourier_scale'], probe_points=m['probe_points'],
+                  canonical_signs=m['canonical_signs'])
+    deepest = max(len(a) - 1 for a in (architectures or [layer_sizes]))
+    if deepest > _GNN_MAX_LAYERS:       # the encoder's default otherwise: same parameters as before
+        kwargs['max_layers'] = deepest
+    return kwargs
+
+
+_GNN_MAX_LAYERS = 16    # GNNEncoder's default max_layers
 
 
 def training_module(model: nn.Module, config: Dict[str, Any], distributed: bool) -> nn.Module:

@@ -21,7 +21,7 @@ from nngraph.training.config import check_resume, flatten
 
 __all__ = ['RunExistsError', 'CheckpointError', 'prepare_run_dir', 'write_json', 'write_yaml', 'rng_state',
            'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'resume_checkpoint', 'probe_checkpoint',
-           'plot_curves', 'run_metrics', 'write_metrics']
+           'plot_curves', 'run_metrics', 'write_metrics', 'write_predictions']
 
 
 class RunExistsError(RuntimeError):
@@ -45,7 +45,7 @@ def prepare_run_dir(config: Dict[str, Any], resume: bool, overwrite: bool) -> st
             f"{run_dir} already holds a {'finished' if finished else 'partial'} run "
             f"({', '.join(existing)}); pass --resume to continue it or --overwrite to start over")
     if overwrite and not resume:
-        for f in ('metrics.json', 'checkpoint.pt', 'curves.png', 'config.yaml'):
+        for f in ('metrics.json', 'checkpoint.pt', 'curves.png', 'config.yaml', 'predictions.csv'):
             p = os.path.join(run_dir, f)
             if os.path.exists(p):
                 os.unlink(p)
@@ -213,19 +213,20 @@ def probe_checkpoint(config: Dict[str, Any]) -> Dict[str, Any]:
     return ck
 
 
-def plot_curves(path: str, history: List[Dict[str, Any]], title: str) -> None:
-    """Train vs validation vs test accuracy (and loss) per epoch."""
+def plot_curves(path: str, history: List[Dict[str, Any]], title: str, metric: str = 'acc') -> None:
+    """Train vs validation vs test ``metric`` (``'acc'``, or ``'tau'`` for a
+    regression) and loss per epoch."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     epochs = [h['epoch'] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for split, style in (('train', '-o'), ('val', '--'), ('test', '-s')):
-        if f'{split}_acc' in history[0]:
-            axes[0].plot(epochs, [h[f'{split}_acc'] for h in history], style, label=split, markersize=3)
+        if f'{split}_{metric}' in history[0]:
+            axes[0].plot(epochs, [h[f'{split}_{metric}'] for h in history], style, label=split, markersize=3)
         if f'{split}_loss' in history[0]:
             axes[1].plot(epochs, [h[f'{split}_loss'] for h in history], style, label=split, markersize=3)
-    axes[0].set_title('accuracy (train: augmented batches)')
+    axes[0].set_title(f"{ {'acc': 'accuracy', 'tau': 'Kendall tau'}.get(metric, metric)} (train: augmented batches)")
     axes[1].set_title('loss')
     for ax in axes:
         ax.set_xlabel('epoch')
@@ -240,15 +241,27 @@ def plot_curves(path: str, history: List[Dict[str, Any]], title: str) -> None:
 
 
 def run_metrics(config, history, best, final, wall, extra=None) -> Dict[str, Any]:
-    """The dict ``metrics.json`` holds: per-epoch history, selection, test, throughput."""
+    """The dict ``metrics.json`` holds: per-epoch history, selection, test,
+    throughput. A regression run (selected on ``val_tau``) reports the test
+    split's Kendall tau, R^2, MAE and loss of the selected model."""
     times = [h['epoch_time_s'] for h in history if 'epoch_time_s' in h]
     n = sum(h['graphs_per_s'] * h['epoch_time_s'] for h in history if 'graphs_per_s' in h)
     m = {'name': config['name'], 'mode': config['mode'], 'epochs': history,
-         'best_epoch': best['epoch'] if best else None,
-         'best_val_acc': best['val_acc'] if best else None,
-         'test_acc': final['acc'] if final else None, 'test_loss': final['loss'] if final else None,
-         'wall_time_s': wall, 'train_graphs_per_s': n / sum(times) if times and sum(times) > 0 else None,
-         'world_size': int(os.environ.get('WORLD_SIZE', '1'))}
+         'best_epoch': best['epoch'] if best else None}
+    if best and 'val_tau' in best:
+        m['task'] = 'regression'
+        m['target'] = config['data']['target'] or 'test_acc'
+        m['best_val_tau'] = best['val_tau']
+        chosen = [h for h in history if h['epoch'] == best['epoch']]
+        for k in ('r2', 'mae', 'loss'):
+            m[f'best_val_{k}'] = chosen[0][f'val_{k}'] if chosen else None
+        for k in ('tau', 'r2', 'mae', 'loss'):
+            m[f'test_{k}'] = final[k] if final else None
+    else:
+        m.update({'best_val_acc': best['val_acc'] if best else None,
+                  'test_acc': final['acc'] if final else None, 'test_loss': final['loss'] if final else None})
+    m.update({'wall_time_s': wall, 'train_graphs_per_s': n / sum(times) if times and sum(times) > 0 else None,
+              'world_size': int(os.environ.get('WORLD_SIZE', '1'))})
     if extra:
         m.update(extra)
     return m
@@ -259,3 +272,13 @@ def write_metrics(run_dir, config, history, best, final, wall, finished, extra=N
     m = run_metrics(config, history, best, final, wall, extra)
     m['finished'] = finished
     write_json(os.path.join(run_dir, 'metrics.json'), m)
+
+
+def write_predictions(path: str, predictions: Dict[str, Any]) -> None:
+    """Writes a regression's test predictions as CSV (``run_id, epoch, y,
+    pred``: one row per checkpoint), atomically: the scatter plot of
+    ``results/zoo.md`` and any later analysis read it."""
+    cols = [predictions[k].tolist() for k in ('run_id', 'epoch', 'y', 'pred')]
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        f.write('run_id,epoch,y,pred\n')
+        f.writelines(f'{int(r)},{int(e)},{y:.8g},{p:.8g}\n' for r, e, y, p in zip(*cols))

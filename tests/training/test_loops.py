@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nngraph import training as T
-from nngraph.training import contrastive, loops
+from nngraph.training import contrastive, loops, tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,9 +42,9 @@ def _record_checkpoints(monkeypatch, module):
 
 @pytest.mark.parametrize('mode', ['supervised', 'contrastive'])
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, toy, monkeypatch, mode):
-    module, name = (loops, 'soft_cross_entropy') if mode == 'supervised' else (contrastive, 'nt_xent')
+    module, name = (tasks, 'soft_cross_entropy') if mode == 'supervised' else (contrastive, 'nt_xent')
     _nan_after(monkeypatch, module, name, calls=2 * 4 + 1)       # epoch 3, step 2 (4 steps per epoch)
-    written = _record_checkpoints(monkeypatch, module)
+    written = _record_checkpoints(monkeypatch, loops if mode == 'supervised' else module)
     cfg = toy(f'mode={mode}', 'optim.epochs=3', 'model.name=flat', 'model.flat_hidden=16')
     with pytest.raises(T.NonFiniteLossError, match=r'training loss is nan at epoch 3/3, step 2/4; stopped, '
                                                    r'.*checkpoint\.pt \(the last finished epoch\) is left'):
