@@ -89,3 +89,39 @@ def test_non_finite_graph_is_refused_naming_it():
     with pytest.raises(ValueError, match=r'^StatNN: graph 2: edge_attr'):
         enc(Batch.from_data_list(gs))
     assert torch.equal(enc.shift, torch.zeros_like(enc.shift))
+
+
+# --------------------------------------------------------------------------- mixed depths (model zoos)
+
+def test_padded_features_put_each_layer_in_its_slot():
+    from nngraph.models.statnn import padded_statnn_features
+    deep, shallow = graphs(2, (3, 5, 4, 2), seed=1), graphs(2, (3, 6, 2), seed=2)
+    mixed = [deep[0], shallow[0], deep[1], shallow[1]]
+    f, present = padded_statnn_features(Batch.from_data_list(mixed), max_layers=3)
+    assert f.shape == (4, 3 * 14) and present.tolist() == [[1, 1, 1], [1, 0, 1]] * 2
+    for row, g in zip(f, mixed):
+        expected = by_hand(g).view(-1, 14)                     # one row of 14 per weight layer
+        slots = [0, 1, 2] if len(expected) == 3 else [0, 2]   # the output layer takes the last slot
+        torch.testing.assert_close(row.view(3, 14)[slots], expected, rtol=1e-5, atol=1e-6)
+    assert f[1].view(3, 14)[1].abs().sum() == 0                # an absent slot is 0
+    # one depth: the fixed layout, and the padded one agrees with it
+    same = Batch.from_data_list(deep)
+    torch.testing.assert_close(padded_statnn_features(same, 3)[0], statnn_features(same), rtol=1e-5, atol=1e-6)
+
+
+def test_variable_depth_encoder_reads_mixed_batches_and_zeroes_absent_slots():
+    torch.manual_seed(0)
+    mixed = graphs(3, (3, 5, 4, 2), seed=3) + graphs(3, (3, 6, 2), seed=4)
+    enc = StatNNEncoder(3, hidden=8, layers=1, variable_depth=True)
+    batch = Batch.from_data_list(mixed)
+    enc.fit_normalization(batch)
+    z = enc.standardize(batch)
+    assert z.shape == (6, 3 * 15) and torch.isfinite(z).all()
+    assert z[3:, 14:28].abs().sum() == 0                       # shallow networks have no slot 1
+    # each present feature is standardised over the graphs that have it
+    torch.testing.assert_close(z[:3, 14:28].mean(0), torch.zeros(14), atol=1e-5, rtol=0)
+    assert enc(batch).shape == (6, 8)
+    with pytest.raises(ValueError, match='at most 3 weight layers, got one with 4'):
+        enc(Batch.from_data_list(graphs(1, (3, 4, 4, 4, 2))))
+    with pytest.raises(ValueError, match='built for networks of 3 weight layers, got one with 2'):
+        StatNNEncoder(3)(Batch.from_data_list(mixed[3:]))
