@@ -75,3 +75,19 @@ def test_missing_fashion_mnist_build_names_the_build_command(tmp_path):
                         f'data.root={root}'], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
     assert r.returncode != 0 and not root.exists()
     assert f'python -m nngraph.data build fashion-mnist --out {root}' in r.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_zoo_command_builds_the_zoo_and_trains_the_predictor(tmp_path):
+    # configs/zoo-gnn.yaml as README runs it, on a zoo of 12 networks that
+    # train.py builds itself because data.root holds none
+    root = tmp_path / 'zoo'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--quiet', '--config',
+                        os.path.join(ROOT, 'configs', 'zoo-gnn.yaml'), f'out_dir={tmp_path}', f'data.root={root}',
+                        'data.limit=12', 'optim.epochs=1', 'data.eval_batch_size=64', 'device=cpu'],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (root / 'manifest.json').exists()
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {'best_val_tau', 'test_tau', 'test_r2', 'test_mae'} <= set(summary)
+    assert (tmp_path / 'zoo-gnn' / 'predictions.csv').exists() and (tmp_path / 'zoo-gnn' / 'curves.png').exists()

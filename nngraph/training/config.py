@@ -30,8 +30,9 @@ DEFAULTS: Dict[str, Any] = {
     'device': 'auto',           # auto | cpu | cuda
     'compile': False,           # torch.compile the training forward (CPU: needs a C++ compiler; ~2x for the GNN)
     'data': {
-        'source': 'digits',     # digits (built if absent) | fashion-mnist (an existing build) | inr | toy
-        'root': 'data/digits',  # a build of the source, or any INRGraphDataset folder (source inr); ~ expanded
+        'source': 'digits',     # digits (built if absent) | fashion-mnist (an existing build) | inr | zoo | toy
+        'root': 'data/digits',  # a build of the source, any INRGraphDataset folder (source inr), or a model
+                                # zoo (source zoo: the digits zoo built there if absent); ~ expanded
         'format': 'auto',       # source inr: auto | nngraph | dwsnets | neural-graphs | nfn
         'build_views': 1,       # views fitted per training object when building
         'views': 1,             # views per training object used for training
@@ -42,6 +43,12 @@ DEFAULTS: Dict[str, Any] = {
         'eval_batch_size': 256,
         'num_workers': 0,
         'test_every_epoch': True,   # False: the test split only once, for the selected model (faster)
+        # source zoo (regression of a network's property from its weights, nngraph.zoo):
+        'target': None,         # what to predict; null: test_acc. Any of nngraph.zoo.TARGETS
+        'zoo_epochs': 'all',    # checkpoints used: all | final | a list of epochs (0: the initialisation)
+        'zoo_seed': 0,          # seeds the split of the zoo's runs (and the zoo built when absent)
+        'architecture': None,   # only networks of these layer sizes, e.g. [64, 8, 8, 8, 10] (model flat)
+        'activation': None,     # only networks of this activation, e.g. relu (RandomPositiveScaling)
     },
     'transforms': [],           # list of names or {Name: {arg: value}}; see nngraph.transforms
     'model': {
@@ -76,6 +83,9 @@ DEFAULTS: Dict[str, Any] = {
         'C': [0.01, 0.1, 1.0, 10.0],   # inverse L2 strengths tried, chosen on validation
     },
 }
+
+#: The keys of ``data`` that select from a model zoo (data.source zoo only).
+ZOO_KEYS = ('target', 'zoo_epochs', 'zoo_seed', 'architecture', 'activation')
 
 #: Config keys that say how or where a run executes, not what it computes:
 #: ``--resume`` accepts a checkpoint whose config differs from the current one
@@ -206,6 +216,11 @@ def _nonempty_str(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != '' and '\0' not in v
 
 
+def _zoo_targets() -> Tuple[str, ...]:
+    from nngraph.zoo.dataset import TARGETS
+    return TARGETS
+
+
 def _dataset_formats() -> Tuple[str, ...]:
     from nngraph.data.dataset import FORMATS
     return FORMATS
@@ -232,6 +247,15 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], Any]] = {
     'data.eval_batch_size': (_int_at_least(1), POSITIVE_INT),
     'data.num_workers': (_int_at_least(0), 'an integer >= 0'),
     'data.test_every_epoch': (lambda v: isinstance(v, bool), 'true or false'),
+    'data.target': (lambda v: v is None or _one_of(_zoo_targets())(v), lambda: f'null or one of {_zoo_targets()}'),
+    'data.zoo_epochs': (lambda v: v in ('all', 'final') if isinstance(v, str) else
+                        isinstance(v, list) and len(v) > 0 and all(_is_int(e) and e >= 0 for e in v),
+                        "'all', 'final' or a non-empty list of epochs (integers >= 0)"),
+    'data.zoo_seed': (lambda v: _is_int(v) and 0 <= v < 2 ** 31, 'an integer in [0, 2**31)'),
+    'data.architecture': (_optional(lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(d) and d >= 1
+                                                                                       for d in v)),
+                          'null or a list of at least two positive layer sizes, e.g. [64, 8, 8, 8, 10]'),
+    'data.activation': (_optional(_nonempty_str), "null or an activation string, e.g. 'relu'"),
     'transforms': (lambda v: isinstance(v, list), 'a list of transform names or {Name: {arg: value}}'),
     'model.name': (_one_of(MODELS), f'one of {MODELS}'),
     'model.hidden': (_int_at_least(1), POSITIVE_INT),
@@ -300,6 +324,15 @@ def validate(config: Dict[str, Any]) -> None:
     if d['source'] == 'toy' and d['objects_per_class'] is not None:
         raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'toy' "
                          'has none (use data.limit)')
+    zoo_keys = [k for k in ZOO_KEYS if d[k] != DEFAULTS['data'][k]]
+    if d['source'] != 'zoo' and zoo_keys:
+        raise ValueError(f"data.{zoo_keys[0]} selects from a model zoo; it is an option of data.source 'zoo', "
+                         f"not {d['source']!r}")
+    if d['source'] == 'zoo' and config['mode'] != 'supervised':
+        raise ValueError(f"mode {config['mode']!r} is for classification; data.source 'zoo' is a regression task: "
+                         "use mode 'supervised'")
+    if d['source'] == 'zoo' and d['objects_per_class'] is not None:
+        raise ValueError("data.objects_per_class selects objects of an INR dataset; data.source 'zoo' has none")
     if config['mode'] == 'probe' and config['probe']['checkpoint'] is None:
         raise ValueError('mode probe needs probe.checkpoint: a contrastive run folder or its checkpoint.pt')
     _check_transforms(config['transforms'])

@@ -1,8 +1,9 @@
 """Data: the transform pipeline named in the config, the datasets of the
-three splits (built-in digits, a built INR folder, or the toy set), and the
-training loader."""
+three splits (built-in digits, a built INR folder, a model zoo, or the toy
+set), and the training loader."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -16,7 +17,7 @@ from torch_geometric.transforms import BaseTransform, Compose
 from nngraph.data.sources import SOURCES as DATA_SOURCES
 from nngraph.training.distributed import Distributed
 
-__all__ = ['SOURCES', 'BUILT_SOURCES', 'AUTO_BUILD', 'OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset',
+__all__ = ['SOURCES', 'BUILT_SOURCES', 'AUTO_BUILD', 'REGRESSION_SOURCES', 'zoo_datasets', 'ensure_zoo', 'architectures_of', 'OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset',
            'build_datasets', 'prepare_data', 'train_loader']
 
 #: Built-in sources of ``python -m nngraph.data build NAME``, read from the
@@ -28,8 +29,11 @@ BUILT_SOURCES = tuple(DATA_SOURCES)
 #: existing build of them and names the command that makes one.
 AUTO_BUILD = ('digits',)
 #: Every value of ``data.source``: a built-in source, ``inr`` (any dataset
-#: folder INRGraphDataset reads, e.g. a published one) or the toy set.
-SOURCES = BUILT_SOURCES + ('inr', 'toy')
+#: folder INRGraphDataset reads, e.g. a published one), ``zoo`` (a model zoo
+#: of :mod:`nngraph.zoo`: regression of a float target) or the toy set.
+SOURCES = BUILT_SOURCES + ('inr', 'zoo', 'toy')
+#: The sources whose target is a float (a regression task).
+REGRESSION_SOURCES = ('zoo',)
 
 
 class OneHotLabel(BaseTransform):
@@ -131,6 +135,8 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
         n = int(d['limit'] or 64)
         mk = lambda split, m, t=None: ListDataset(toy_dataset(m, split, config['seed']), t)
         return mk('train', n, transform), mk('val', n // 2), mk('test', n // 2), mk('train', n)
+    if d['source'] == 'zoo':
+        return zoo_datasets(config, transform, build)
     from nngraph import data as D
     root = os.path.expanduser(d['root'])
     if d['source'] in AUTO_BUILD and build:
@@ -145,6 +151,67 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     views, k = d['views'], d['objects_per_class']
     return (split('train', views=views, objects_per_class=k, transform=transform), split('val'), split('test'),
             split('train', views=views, objects_per_class=k))
+
+
+def zoo_datasets(config: Dict[str, Any], transform=None, build: bool = True):
+    """``(train, val, test, train_source)`` of a model zoo
+    (:class:`nngraph.zoo.ZooGraphDataset`) at ``data.root``, with
+    ``data.target``, ``data.zoo_epochs``, ``data.architecture`` and
+    ``data.activation`` as its selection, split by run with ``data.zoo_seed``
+    (the same split whatever the run's ``seed``). When ``data.root`` holds no
+    zoo and ``build`` is true, the default digits zoo of seed
+    ``data.zoo_seed`` is built there first (``data.limit`` networks if set;
+    2,000 take about 75 s on one core); a zoo already there is read as it
+    is, whatever settings built it.
+
+    Raises:
+        ValueError: a selection that leaves a split empty, naming the keys.
+    """
+    from nngraph.zoo import ZooGraphDataset
+    d = config['data']
+    root = ensure_zoo(config) if build else os.path.expanduser(d['root'])
+    if not os.path.exists(os.path.join(root, 'manifest.json')):
+        raise ValueError(f"data.root {root!r} holds no model zoo (no manifest.json); build one: "
+                         f"python -m nngraph.zoo build digits --root {root}")
+    kw = dict(target=d['target'] or 'test_acc', epochs=d['zoo_epochs'], architecture=d['architecture'],
+              activation=d['activation'], seed=int(d['zoo_seed']))
+    splits = {s: ZooGraphDataset(root, s, **kw) for s in ('train', 'val', 'test')}
+    source = copy.copy(splits['train'])     # the same items without the transform (shares the tensors)
+    splits['train'].transform = transform
+    empty = [s for s, ds in splits.items() if len(ds) == 0]
+    if empty:
+        found = [f'{list(a)} {act}' for a, act in splits['train'].architectures][:6]
+        raise ValueError(f"the zoo selection data.architecture={d['architecture']!r}, "
+                         f"data.activation={d['activation']!r}, data.zoo_epochs={d['zoo_epochs']!r} leaves the "
+                         f"{'/'.join(empty)} split of {root!r} empty; the zoo holds e.g. {found}")
+    return splits['train'], splits['val'], splits['test'], source
+
+
+def ensure_zoo(config: Dict[str, Any]) -> str:
+    """``data.root``, where the default digits zoo of seed ``data.zoo_seed``
+    (``data.limit`` networks if set) is built first unless a complete zoo is
+    there already."""
+    from nngraph.zoo import build_zoo
+    d = config['data']
+    root = os.path.expanduser(d['root'])
+    if not os.path.exists(os.path.join(root, 'manifest.json')):
+        extra = {'networks': int(d['limit'])} if d['limit'] is not None else {}
+        build_zoo('digits', root, seed=int(d['zoo_seed']), progress=False, **extra)
+    return root
+
+
+def architectures_of(*datasets) -> List[Tuple[int, ...]]:
+    """The layer sizes of every architecture present in ``datasets``, sorted:
+    a zoo's selection may mix them; any other dataset has one
+    (``layer_sizes``)."""
+    found = set()
+    for ds in datasets:
+        if hasattr(ds, 'checkpoints'):          # ZooGraphDataset: the architectures its items use
+            sizes = [a for a, _ in ds.architectures]
+            found |= {sizes[int(i)] for i in ds.checkpoints['architecture'].unique()}
+        else:
+            found.add(tuple(int(v) for v in ds.layer_sizes))
+    return sorted(found)
 
 
 def _check_build(root: str, source: str) -> None:
@@ -163,15 +230,21 @@ def _check_build(root: str, source: str) -> None:
 def prepare_data(config, dist_, with_transforms: bool, soft_labels: bool):
     """``(train, val, test, source, num_classes, layer_sizes, transform)``: the
     splits, built by rank 0 if needed, the training split with the config's
-    transforms (and one-hot labels when ``soft_labels``)."""
+    transforms (and one-hot labels when ``soft_labels`` and the task is a
+    classification). For a model zoo ``layer_sizes`` is the first
+    architecture (every one has the same input and output widths;
+    :func:`architectures_of` lists them all) and ``num_classes`` the zoo's
+    task's class count."""
     # Rank 0 builds the dataset (if needed) while the others wait.
+    regression = config['data']['source'] in REGRESSION_SOURCES
     if dist_.main:
-        build_datasets(config, build=True)
+        ensure_zoo(config) if regression else build_datasets(config, build=True)
     dist_.barrier()
     train, val, test, source = build_datasets(config, build=False)
-    K, sizes = int(train.num_classes), tuple(train.layer_sizes)
+    K = int(train.num_classes)
+    sizes = architectures_of(train, val, test)[0] if regression else tuple(train.layer_sizes)
     transform = build_transforms(config['transforms'] if with_transforms else [], source,
-                                 num_classes=K if soft_labels else None)
+                                 num_classes=K if soft_labels and not regression else None)
     train.transform = transform
     return train, val, test, source, K, sizes, transform
 

@@ -2,6 +2,7 @@
 created, one line naming the key, the value and what is expected (issue 19,
 row 10); the execution keys --resume and the study go by."""
 import os
+import re
 import subprocess
 import sys
 
@@ -50,7 +51,37 @@ BAD = [
     ('transforms=[{WeightMixUp: {gain: 1}}]', "transforms[0] (WeightMixUp) with arguments {'gain': 1}"),
     ('mode=probe', 'mode probe needs probe.checkpoint'),
     ('optim.lr=[', "override optim.lr='[' is not a YAML value"),
+    # the model-zoo keys (issue 22)
+    ('data.target=accuracy', "data.target must be null or one of ('test_acc'"),
+    ('data.zoo_epochs=last', "data.zoo_epochs must be 'all', 'final' or a non-empty list of epochs"),
+    ('data.zoo_epochs=[1, -1]', "data.zoo_epochs must be 'all', 'final'"),
+    ('data.zoo_epochs=[]', "data.zoo_epochs must be 'all', 'final'"),
+    ('data.zoo_seed=-1', 'data.zoo_seed must be an integer in [0, 2**31), got -1'),
+    ('data.architecture=[64]', 'data.architecture must be null or a list of at least two positive layer sizes'),
+    ('data.architecture=[64, 0, 10]', 'data.architecture must be null or a list of at least two positive'),
+    ('data.architecture=64', 'data.architecture must be null or a list'),
+    ('data.activation=[relu]', "data.activation must be null or an activation string, e.g. 'relu', got ['relu']"),
+    ('data.target=test_acc', "data.target selects from a model zoo; it is an option of data.source 'zoo', "
+                             "not 'digits'"),
+    ('data.architecture=[64, 8, 10]', "data.architecture selects from a model zoo; it is an option of data.source"),
 ]
+ZOO_BAD = [
+    (['data.source=zoo', 'mode=contrastive'], "mode 'contrastive' is for classification; data.source 'zoo' is a "
+                                              "regression task: use mode 'supervised'"),
+    (['data.source=zoo', 'data.objects_per_class=3'], "data.objects_per_class selects objects of an INR dataset"),
+]
+
+
+@pytest.mark.parametrize('overrides, message', ZOO_BAD, ids=[' '.join(b[0]) for b in ZOO_BAD])
+def test_a_zoo_config_that_cannot_run_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        T.load_config(None, overrides)
+
+
+def test_the_zoo_keys_pass_with_source_zoo():
+    cfg = T.load_config(None, ['data.source=zoo', 'data.target=gap', 'data.zoo_epochs=[0, 4]', 'data.zoo_seed=3',
+                               'data.architecture=[64, 8, 10]', 'data.activation=relu'])
+    assert cfg['data']['zoo_epochs'] == [0, 4] and cfg['data']['architecture'] == [64, 8, 10]
 
 
 @pytest.mark.parametrize('override, message', BAD, ids=[b[0] for b in BAD])
