@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,7 +39,7 @@ Layers = Tuple[List[Tensor], List[Tensor]]
 
 __all__ = ['WeightSpaceTransform', 'select_graph', 'add_to_bias', 'affine_first_layer',
            'uniform_range', 'uniform', 'per_hidden_layer', 'require_finite', 'require_finite_eager',
-           'require_finite_labels',
+           'require_finite_labels', 'mark_screened',
            'require_finite_number']
 
 
@@ -53,6 +54,10 @@ def require_finite(g: Graph, caller: str, *, labels: bool = False) -> None:
     ea, x = fields.get('edge_attr'), fields.get('x')
     if ea is None or x is None:
         return          # not a parameter graph: the caller's own checks say so
+    if _screened(ea, x):
+        if labels:
+            require_finite_labels(fields.get('y'), caller)
+        return
     # check_finite's own screen, inlined: this runs per sample and per
     # transform, and a sum is non-finite whenever one of its terms is
     total = ea.sum() + x.sum()
@@ -68,6 +73,33 @@ def require_finite(g: Graph, caller: str, *, labels: bool = False) -> None:
         raise ValueError(f'{caller}: {err}') from None
     if soft:
         require_finite_labels(y, caller)
+
+
+# The parameter tensors the last transform returned from a screened input:
+# (weakref, version) of edge_attr, then of x. Every transform keeps finite
+# graphs finite (property-tested), so when the next transform of a Compose
+# chain receives those very tensors, unmodified since (an in-place change
+# bumps the version), it need not screen them again: one screen per sample,
+# not one per transform. A dead weakref never matches a new tensor.
+_last_output: Tuple[Any, ...] = ()
+
+
+def _screened(ea: Tensor, x: Tensor) -> bool:
+    last = _last_output
+    return (bool(last) and last[0]() is ea and last[1] == ea._version
+            and last[2]() is x and last[3] == x._version)
+
+
+def mark_screened(g: Graph) -> Graph:
+    """Records ``g``'s parameters as screened (the output of a transform
+    whose input passed :func:`require_finite`), so the next transform that
+    receives them unchanged skips the screen; returns ``g``."""
+    global _last_output
+    fields = g._store._mapping
+    ea, x = fields.get('edge_attr'), fields.get('x')
+    if isinstance(ea, Tensor) and isinstance(x, Tensor):
+        _last_output = (weakref.ref(ea), ea._version, weakref.ref(x), x._version)
+    return g
 
 
 #: :func:`require_finite` for the models' forwards, which may run under
@@ -247,10 +279,15 @@ class WeightSpaceTransform(BaseTransform):
         """``apply(data, sample(data))``; a graph holding a NaN or infinity is
         refused with a ``ValueError`` naming it (unless :attr:`check_finite`
         is off)."""
-        if self.check_finite:
-            # on the input: every transform keeps finite graphs finite (tested),
-            # so one check here covers what it returns
-            require_finite(data, self.__class__.__name__)
+        if not self.check_finite:
+            return self._forward(data)
+        # on the input: every transform keeps finite graphs finite (tested),
+        # so one check here covers what it returns, and the next transform
+        # of a chain skips it
+        require_finite(data, self.__class__.__name__)
+        return mark_screened(self._forward(data))
+
+    def _forward(self, data: Graph) -> Graph:
         if isinstance(data, Batch) and not _stackable(data):
             return self._forward_per_graph(data)
         # sample + apply, with the graph's signature worked out once

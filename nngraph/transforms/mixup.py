@@ -15,7 +15,7 @@ from torch_geometric.transforms import BaseTransform
 from nngraph import activations as A
 from nngraph.graph import activations, architecture, layer_offsets, validate
 from nngraph.matching import array_views, match_arrays, permute_flat
-from nngraph.transforms._base import require_finite, require_finite_labels, require_finite_number
+from nngraph.transforms._base import mark_screened, require_finite, require_finite_labels, require_finite_number
 
 __all__ = ['WeightMixUp', 'sample_lam', 'soft_label', 'random_flat_index', 'aligned_flat',
            'mix_flat', 'batch_architecture']
@@ -355,8 +355,10 @@ class WeightMixUp(BaseTransform):
         if isinstance(data, Batch):
             sizes, act = batch_architecture(data, 'WeightMixUp')
             ea, x = data.edge_attr, data.x
-            return self._mix(data, _key(sizes, act, ea.size(-1), x.size(-1), ea.dtype), data.num_graphs)
-        return self._mix(data, _arch_key(data), 1)
+            out = self._mix(data, _key(sizes, act, ea.size(-1), x.size(-1), ea.dtype), data.num_graphs)
+        else:
+            out = self._mix(data, _arch_key(data), 1)
+        return mark_screened(out)   # a finite input mixed with a finite partner (checked in the pool)
 
     def __repr__(self) -> str:
         extra = ', signs=True' if self.signs else ''

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch_geometric.data import Batch
+from torch_geometric.transforms import Compose
 
 import nngraph.transforms as T
 from nngraph.graph import from_weights
@@ -165,3 +166,27 @@ def test_settings_that_would_make_nan_are_refused(make, message):
     # e.g. an infinite noise std on a layer of equal weights (spread 0) is 0 * inf = NaN
     with pytest.raises(ValueError, match=f'^{message}'):
         make()
+
+
+def test_a_chain_screens_once_and_still_refuses_what_changed_in_between(monkeypatch):
+    """In a Compose chain the next transform receives the previous one's
+    output tensors, finite by construction: it skips the screen. A tensor
+    changed in place since (its version moves) or a new one is screened again."""
+    from nngraph.transforms import _base
+    g = graph_of((2, 4, 1), [0.5, -1.0, 2.0], 'sine:30.0')
+    screens = []            # one entry per screen that really summed the tensors
+    real = _base._screened
+    monkeypatch.setattr(_base, '_screened', lambda ea, x: real(ea, x) or screens.append(1))
+    chain = Compose([T.RandomSignFlip(0.5), T.RandomNeuronPermutation(), T.WeightDropout(0.1)])
+    out = chain(g)
+    assert len(screens) == 1                     # the first transform's screen only
+    T.WeightNoise(0.01)(out)
+    assert len(screens) == 1                     # out came from a screened transform, unchanged
+    out.edge_attr[3, 0] = float('nan')           # in place, after the transform returned it
+    with pytest.raises(ValueError, match=r'WeightNoise: .*edge_attr'):
+        T.WeightNoise(0.01)(out)
+    fresh = graph_of((2, 4, 1), [0.5, -1.0, 2.0], 'sine:30.0')
+    fresh.x = fresh.x.clone()
+    fresh.x[2, 0] = float('inf')
+    with pytest.raises(ValueError, match=r'RandomSignFlip: .*x \(biases\)'):
+        chain(fresh)
