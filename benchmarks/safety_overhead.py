@@ -25,7 +25,7 @@ Figures (2-32-32-1 SIRENs, ``sine:30.0``; one thread):
 * ``checkpoint_save_load``: writing and reading a training checkpoint of the
   GNN classifier with its Adam state (the run folder's format of each tree).
 
-    PYTHONPATH=. python benchmarks/safety_overhead.py --old-rev ae66549 [--repeats 5]
+    PYTHONPATH=. python benchmarks/safety_overhead.py --old-rev ae66549 [--repeats 5] [--only mixup_per_sample,...]
 
 Last line: one JSON object with every figure.
 """
@@ -56,8 +56,9 @@ def _best_of(fn, seconds: float = 0.5) -> float:
     return statistics.median(times)
 
 
-def measure() -> dict:
-    """Every figure, with whichever ``nngraph`` is first on ``sys.path``."""
+def measure(only=None) -> dict:
+    """Every figure (or those named in ``only``), with whichever ``nngraph`` is
+    first on ``sys.path``."""
     import torch
     import torch_geometric.transforms as PyGT
     from torch_geometric.data import Batch
@@ -82,50 +83,55 @@ def measure() -> dict:
 
     graphs = nets(256)
     big, small = Batch.from_data_list(graphs), Batch.from_data_list(graphs[:64])
-    out = {}
-
     gnn = GraphClassifier(10, in_features=2, out_features=1, hidden=64, layers=3)
 
-    def fwd_bwd():
+    def gnn_fwd_bwd():
         gnn.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(gnn(small), small.y).backward()
-    out['gnn_fwd_bwd'] = _best_of(fwd_bwd)
-    with torch.no_grad():
-        out['gnn_eval'] = _best_of(lambda: gnn(big))
-        flat = FlatMLPClassifier(10, SIZES)
-        out['flat_fwd'] = _best_of(lambda: flat(big))
-        stat = StatNNEncoder(len(SIZES) - 1)
-        out['statnn_fwd'] = _best_of(lambda: stat(big))
-        aligned = AlignedMLPEncoder(SIZES, signs=True)
-        aligned.fit_normalization(big)
-        aligned(big)                                  # fills the cache: every later call hits
-        out['aligned_fwd_cached'] = _best_of(lambda: aligned(big))
+
+    def gnn_eval():
+        with torch.no_grad():
+            gnn(big)
+
+    flat, stat = FlatMLPClassifier(10, SIZES), StatNNEncoder(len(SIZES) - 1)
+    aligned = AlignedMLPEncoder(SIZES, signs=True)
+    aligned.fit_normalization(big)
+
+    def aligned_fwd_cached():          # the first call fills the cache (in _best_of's warm-up)
+        with torch.no_grad():
+            aligned(big)
 
     pipeline = PyGT.Compose([T.RandomSignFlip(0.5), T.RandomNeuronPermutation(), T.WeightNoise(0.01),
                              T.WeightDropout(0.05)])
-    out['transforms_per_sample'] = _best_of(lambda: [pipeline(g) for g in graphs])
     mix = T.WeightMixUp(graphs, mode='vanilla', alpha=0.2)
-    out['mixup_per_sample'] = _best_of(lambda: [mix(g) for g in graphs])
-
     images = torch.rand(64, 64, 1, generator=gen)            # 64 8x8 images, one channel
-    out['fit_chunk'] = _best_of(lambda: fit(images, grid(8), steps=50, progress=False), seconds=1.0)
 
-    optim = torch.optim.Adam(gnn.parameters())
-    fwd_bwd()
-    optim.step()
+    def checkpoint_save_load():
+        # the run folder's format of each tree: weights-only and checksummed where it exists
+        rd.save_checkpoint(path, epoch=1, model=gnn.state_dict(), optimizer=optim.state_dict())
+        if hasattr(rd, 'load_checkpoint'):
+            rd.load_checkpoint(path)
+        else:
+            torch.load(path, weights_only=False)
+
     from nngraph.training import run_dir as rd
+    optim = torch.optim.Adam(gnn.parameters())
+    gnn_fwd_bwd()
+    optim.step()
+    figures = {
+        'gnn_fwd_bwd': gnn_fwd_bwd,
+        'gnn_eval': gnn_eval,
+        'flat_fwd': lambda: flat(big),
+        'statnn_fwd': lambda: stat(big),
+        'aligned_fwd_cached': aligned_fwd_cached,
+        'transforms_per_sample': lambda: [pipeline(g) for g in graphs],
+        'mixup_per_sample': lambda: [mix(g) for g in graphs],
+        'fit_chunk': lambda: fit(images, grid(8), steps=50, progress=False),
+        'checkpoint_save_load': checkpoint_save_load,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'checkpoint.pt')
-        state = dict(epoch=1, model=gnn.state_dict(), optimizer=optim.state_dict())
-
-        def save_load():
-            rd.save_checkpoint(path, **state)
-            if hasattr(rd, 'load_checkpoint'):
-                rd.load_checkpoint(path)
-            else:
-                torch.load(path, weights_only=False)
-        out['checkpoint_save_load'] = _best_of(save_load)
-    return out
+        return {key: _best_of(fn) for key, fn in figures.items() if only is None or key in only}
 
 
 def _worktree(rev: str) -> str:
@@ -135,9 +141,10 @@ def _worktree(rev: str) -> str:
     return path
 
 
-def _child(tree: str) -> dict:
+def _child(tree: str, only) -> dict:
     env = dict(os.environ, PYTHONPATH=tree)
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), '--child'], env=env, cwd=tree,
+    extra = ['--only', ','.join(only)] if only else []
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', *extra], env=env, cwd=tree,
                          check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -146,17 +153,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--old-rev', required='--child' not in sys.argv, help='the revision to compare against')
     p.add_argument('--repeats', type=int, default=5, help='alternating runs of each tree (median counts)')
+    p.add_argument('--only', default=None, help='comma-separated figures to time (default: all)')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
+    only = args.only.split(',') if args.only else None
     if args.child:
-        print(json.dumps(measure()))
+        print(json.dumps(measure(only)))
         return
     old = _worktree(args.old_rev)
     try:
         runs = {'old': [], 'new': []}
         for _ in range(args.repeats):
-            runs['old'].append(_child(old))
-            runs['new'].append(_child(ROOT))
+            runs['old'].append(_child(old, only))
+            runs['new'].append(_child(ROOT, only))
     finally:
         subprocess.run(['git', '-C', ROOT, 'worktree', 'remove', '--force', old], check=False)
     figures = {}
