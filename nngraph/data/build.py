@@ -332,15 +332,9 @@ def _load_chunk(path: str, settings_json: str, table: Tensor, a: int, b: int) ->
     ``None`` when there is none, or it is unreadable, corrupt (checksum) or
     from other settings: a partial chunk is only a cache, refitting it is
     always right."""
-    if not os.path.exists(path):
-        return None
-    try:
-        rec = store.load_torch(path, 'partial chunk')
-        store.check_seal(rec, path, 'partial chunk')
-    except ValueError:
-        return None
-    if rec.get('kind') != 'chunk' or rec.get('settings') != settings_json or (rec.get('lo'), rec.get('hi')) != (a, b) \
-            or not torch.equal(rec['table'], table[:, a:b]):
+    rec = store.cached_sealed(path, 'partial chunk')
+    if rec is None or rec.get('kind') != 'chunk' or rec.get('settings') != settings_json \
+            or (rec.get('lo'), rec.get('hi')) != (a, b) or not torch.equal(rec['table'], table[:, a:b]):
         return None
     return {k: rec[k] for k in ('weights', 'biases', 'psnr', 'steps', 'seeds')}
 
@@ -754,14 +748,8 @@ def build_inr_dataset(
 def _shard_done(path: str, settings: Dict[str, Any], table: Tensor) -> bool:
     """Whether ``path`` already holds this shard, complete, intact (checksum)
     and of these settings: rerunning a finished shard does not refit it."""
-    if not os.path.exists(path):
-        return False
-    try:
-        rec = store.load_torch(path, 'shard file')
-        store.check_seal(rec, path, 'shard file')
-    except ValueError:
-        return False
-    return rec.get('settings') == json.dumps(settings, sort_keys=True) and torch.equal(rec['table'], table)
+    rec = store.cached_sealed(path, 'shard file')
+    return rec is not None and rec.get('settings') == json.dumps(settings, sort_keys=True) and torch.equal(rec['table'], table)
 
 
 def _parse_shard(shard: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
@@ -809,8 +797,7 @@ def _merge(out: str) -> None:
         m = _SHARD_RE.search(os.path.basename(p))
         if m is None:
             continue
-        rec = store.load_torch(p, 'shard file')
-        store.check_seal(rec, p, 'shard file')       # a flipped bit must not get a fresh sha256
+        rec = store.load_sealed(p, 'shard file')       # a flipped bit must not get a fresh sha256
         if rec.get('kind') != 'shard' or rec.get('shard') != int(m.group(1)) \
                 or rec.get('num_shards') != int(m.group(2)):
             raise ValueError(f'shard file {p!r} does not hold shard {m.group(1)}/{m.group(2)}')

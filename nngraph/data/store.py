@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -97,6 +97,26 @@ def check_seal(record: Dict[str, Any], path: str, what: str) -> None:
     if content_sha256(record) != record['sha256']:
         raise ValueError(f'{what} {path!r} is corrupt: its contents do not match the checksum it '
                          f'was written with; rebuild it')
+
+
+def load_sealed(path: str, what: str) -> Dict[str, Any]:
+    """:func:`load_torch` then :func:`check_seal`: a sealed file's record,
+    every failure a ``ValueError`` naming the file."""
+    rec = load_torch(path, what)
+    check_seal(rec, path, what)
+    return rec
+
+
+def cached_sealed(path: str, what: str) -> Optional[Dict[str, Any]]:
+    """The record of a sealed file that only caches work (a finished chunk, a
+    finished shard), or ``None`` when it is absent, unreadable or corrupt:
+    redoing the work is always right."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_sealed(path, what)
+    except ValueError:
+        return None
 
 
 def save_torch(path: str, obj: Any) -> None:
