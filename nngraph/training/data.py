@@ -17,7 +17,8 @@ from torch_geometric.transforms import BaseTransform, Compose
 from nngraph.data.sources import SOURCES as DATA_SOURCES
 from nngraph.training.distributed import Distributed
 
-__all__ = ['SOURCES', 'BUILT_SOURCES', 'AUTO_BUILD', 'REGRESSION_SOURCES', 'zoo_datasets', 'ensure_zoo', 'architectures_of', 'OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset',
+__all__ = ['SOURCES', 'BUILT_SOURCES', 'AUTO_BUILD', 'REGRESSION_SOURCES', 'zoo_datasets', 'ensure_zoo',
+           'architectures_of', 'OneHotLabel', 'build_transforms', 'ListDataset', 'toy_dataset',
            'build_datasets', 'prepare_data', 'train_loader']
 
 #: Built-in sources of ``python -m nngraph.data build NAME``, read from the

@@ -11,7 +11,9 @@ its weights (Unterthiner et al. 2020).
   resumable, atomic, with a manifest (:mod:`nngraph.zoo.build`).
 * :class:`ZooGraphDataset` serves its checkpoints as PyG parameter graphs
   with a float target, split by run.
-* ``python -m nngraph.zoo build | merge | show`` is the command line.
+* ``python -m nngraph.zoo build | merge | show`` is the command line;
+  ``python -m nngraph.zoo.report RUNS`` tabulates the accuracy-prediction runs
+  of ``configs/zoo-*.yaml`` (``train.py`` with ``data.source: zoo``).
 """
 from nngraph.zoo.build import build_zoo, merge_zoo_shards, read_zoo, zoo_root
 from nngraph.zoo.dataset import TARGETS, ZooGraphDataset, split_runs

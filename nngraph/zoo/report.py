@@ -59,7 +59,8 @@ def _pm(values: List[float], digits: int = 3) -> str:
 def table(runs: str) -> str:
     """The markdown table of every row of :data:`ROWS` with finished runs."""
     lines = ['| subset (test split: held-out runs) | model | seeds | test tau | test R^2 | test MAE | '
-             'test tau, trained checkpoints only | val tau | wall time / run |', '|---|---|---|---|---|---|---|---|---|']
+             'test tau, trained checkpoints only | val tau | wall time / run |',
+             '|---|---|---|---|---|---|---|---|---|']
     for stem, subset, model in ROWS:
         ms = collect(runs, stem)
         if not ms:
@@ -101,7 +102,8 @@ def scatter(runs: str, out: str, stems: Sequence[str] = ('zoo-gnn', 'zoo-statnn'
         y, p, e = _predictions(os.path.join(run, 'predictions.csv'))
         with open(os.path.join(run, 'metrics.json')) as f:
             m = json.load(f)
-        sc = ax.scatter(y, p, c=[max(v, 0.5) for v in e], s=5, alpha=0.6, cmap='viridis', norm=matplotlib.colors.LogNorm())
+        sc = ax.scatter(y, p, c=[max(v, 0.5) for v in e], s=5, alpha=0.6, cmap='viridis',
+                        norm=matplotlib.colors.LogNorm())
         ax.plot([0, 1], [0, 1], 'k--', lw=0.8)
         ax.set_xlabel('true test accuracy')
         ax.set_ylabel('predicted test accuracy')

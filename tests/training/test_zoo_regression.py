@@ -77,7 +77,8 @@ def test_flat_refuses_mixed_architectures_and_reads_one(zoo):
 
 def test_positive_scaling_runs_on_the_relu_subset_and_refuses_the_mix(zoo):
     spec = 'transforms=[{RandomPositiveScaling: {low: 0.5, high: 2.0}}]'
-    T.run(zoo(spec, 'data.activation=relu', 'data.zoo_seed=1', 'name=relu'), progress=False)   # a split with relu runs on every side
+    # zoo_seed 1: a split of the tiny zoo with relu runs on every side
+    T.run(zoo(spec, 'data.activation=relu', 'data.zoo_seed=1', 'name=relu'), progress=False)
     with pytest.raises(ValueError, match='tanh'):        # the transform names the activation it cannot scale
         T.run(zoo(spec, 'name=mixed'), progress=False)
 
