@@ -12,10 +12,13 @@ from tests.helpers import ACTIVATIONS, inputs, mlp, random_weights
 architectures = st.lists(st.integers(1, 9), min_size=2, max_size=5)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(sizes=architectures, act=st.sampled_from(ACTIVATIONS),
        dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 2**16))
 def test_round_trip_is_bit_exact_and_forward_equal(sizes, act, dtype, seed):
+    # Bit-exact forward holds because forward computes nn.Linear's own product
+    # on memory aligned as nn.Linear's is: on a view into edge_attr, BLAS
+    # rounded differently for some layer offsets ([1, 7, 1, 9, 1] one seed in two)
     model = mlp(sizes, act, seed=seed, dtype=dtype)
     g = ng.from_module(model)
     state = ng.to_state_dict(g)
@@ -29,7 +32,18 @@ def test_round_trip_is_bit_exact_and_forward_equal(sizes, act, dtype, seed):
         assert torch.equal(ng.to_module(g)(x), expected)
 
 
-@settings(max_examples=30, deadline=None)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_forward_is_bit_exact_whatever_the_layer_offsets(dtype):
+    """Layers at odd offsets into edge_attr (7, 14, 23 values): a product on
+    those views rounded differently from nn.Linear's for one seed in two."""
+    for seed in range(12):
+        model = mlp([1, 7, 1, 9, 1], 'relu', seed=seed, dtype=dtype)
+        x = inputs(17, 1, seed=seed, dtype=dtype)
+        with torch.no_grad():
+            assert torch.equal(ng.forward(ng.from_module(model), x), model(x)), seed
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(sizes=architectures, seed=st.integers(0, 2**16))
 def test_canonical_order(sizes, seed):
     weights, biases = random_weights(sizes, seed=seed)
