@@ -27,7 +27,8 @@ parser.add_argument('--resume', action='store_true', help='continue the run in r
 parser.add_argument('--overwrite', action='store_true', help='start runs/<name>/ over')
 parser.add_argument('--quiet', action='store_true', help='no progress bars')
 parser.add_argument('overrides', nargs='*', help='key.sub=value (value read as YAML)')
-args = parser.parse_args()
+# intermixed: `train.py optim.lr=1e-3 --resume seed=2` reads both overrides, not only the first run
+args = parser.parse_intermixed_args()
 
 try:
     config = training.load_config(args.config, args.overrides)

@@ -52,6 +52,15 @@ def test_cli_reports_unknown_key(tmp_path):
     assert "unknown config key 'optim.lrate'" in r.stderr and "'lr'" in r.stderr
 
 
+def test_overrides_on_both_sides_of_a_flag_are_all_read(tmp_path):
+    # argparse's plain parse_args dropped the overrides after --quiet into an
+    # 'unrecognized arguments' error: every one of them must reach the config
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'out_dir={tmp_path}', '--quiet',
+                        'optim.lr=-1'], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode != 0
+    assert 'optim.lr must be a finite number > 0, got -1' in r.stderr and 'Traceback' not in r.stderr
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_cpu(tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
