@@ -11,12 +11,28 @@ from torch_geometric.data import Data, Dataset
 from nngraph.data import store
 from nngraph.graph import from_weights
 
-__all__ = ['INRGraphDataset']
+__all__ = ['INRGraphDataset', 'BuiltGraphDataset']
 
 FORMATS = ('auto', 'nngraph', 'dwsnets', 'neural-graphs', 'nfn')
 
 
-class INRGraphDataset(Dataset):
+class BuiltGraphDataset(Dataset):
+    """A PyG :class:`~torch_geometric.data.Dataset` over a build on disk (an
+    INR dataset, a model zoo): nothing to download, nothing to process, the
+    graphs made on access by the subclass's ``len`` and ``get``."""
+
+    @property
+    def raw_file_names(self) -> List[str]:
+        """None: PyG's download step does not apply (data is built or read in place)."""
+        return []
+
+    @property
+    def processed_file_names(self) -> List[str]:
+        """None: PyG's process step does not apply."""
+        return []
+
+
+class INRGraphDataset(BuiltGraphDataset):
     r"""One split of an INR dataset as parameter graphs (:func:`nngraph.from_weights`).
 
     Each item is a :class:`~torch_geometric.data.Data` with the graph fields
@@ -121,16 +137,6 @@ class INRGraphDataset(Dataset):
         self._num_classes = record.get('num_classes')
 
     # --- PyG Dataset interface ------------------------------------------------
-    @property
-    def raw_file_names(self) -> List[str]:
-        """None: PyG's download step does not apply (data is built or read in place)."""
-        return []
-
-    @property
-    def processed_file_names(self) -> List[str]:
-        """None: PyG's process step does not apply."""
-        return []
-
     def len(self) -> int:
         """Number of INRs in this split (after the ``views`` selection)."""
         return int(self._y.numel())

@@ -7,9 +7,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, Dataset
+from torch_geometric.data import Data
 
 from nngraph.data import store
+from nngraph.data.dataset import BuiltGraphDataset
 from nngraph.graph import from_weights
 from nngraph.zoo.build import read_zoo
 from nngraph.zoo.plan import RUN_FIELDS
@@ -40,7 +41,7 @@ def split_runs(num_runs: int, fractions: Sequence[float], seed: int) -> Dict[str
                 test=perm[n_train + n_val:].sort().values)
 
 
-class ZooGraphDataset(Dataset):
+class ZooGraphDataset(BuiltGraphDataset):
     r"""One split of a model zoo (:func:`nngraph.zoo.build_zoo`) as parameter graphs.
 
     Each item is a :class:`~torch_geometric.data.Data` built by
@@ -135,16 +136,6 @@ class ZooGraphDataset(Dataset):
         return runs[target][ck['run_id']]
 
     # --- PyG Dataset interface ------------------------------------------------
-    @property
-    def raw_file_names(self) -> List[str]:
-        """None: the zoo is built, not downloaded."""
-        return []
-
-    @property
-    def processed_file_names(self) -> List[str]:
-        """None: PyG's process step does not apply."""
-        return []
-
     def len(self) -> int:
         """Number of checkpoints in this split (after the selections)."""
         return int(self._y.numel())
