@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Dict
 
-import torch
 from torch import Tensor
 
 __all__ = ['kendall_tau', 'r2_score', 'mean_absolute_error', 'regression_metrics']

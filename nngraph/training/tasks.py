@@ -8,7 +8,7 @@ over a split, and the validation metric that selects the model (accuracy,
 or Kendall's tau: the ranking of networks is what the field reports)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn

@@ -1,11 +1,8 @@
 """Label smoothing: hard or soft labels to smoothed soft labels."""
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
