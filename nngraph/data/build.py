@@ -39,23 +39,23 @@ What a build promises (issue 19):
 from __future__ import annotations
 
 import glob
-import contextlib
 import hashlib
 import json
-import math
 import operator
 import os
 import re
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nngraph import inr as I
-from nngraph._atomic import LockHeldError, exclusive, remove_stale_temp_files
+from nngraph._atomic import remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.sources import IDX_SOURCES, Source, load_idx_source, load_source, published_val, resize
+from nngraph.data.workspace import (DATA_ROOT_ENV, LOCK, chunk_path, clean_temp_files, clear_chunks, parse_shard,
+                                    setting, writer)
 
 __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits', 'inr_seed', 'data_root',
            'defaults_for', 'DEFAULTS', 'FMNIST_DEFAULTS', 'SOURCE_DEFAULTS']
@@ -106,12 +106,9 @@ MNIST_DEFAULTS: Dict[str, Any] = dict(FMNIST_DEFAULTS, val_fraction=5000 / 60000
 SOURCE_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'digits': DEFAULTS, 'custom': DEFAULTS, 'fashion-mnist': FMNIST_DEFAULTS, 'mnist': MNIST_DEFAULTS,
 }
-DATA_ROOT_ENV = 'NNGRAPH_DATA_ROOT'
 _SHARD_RE = re.compile(r'shard-(\d+)-of-(\d+)\.pt$')
 # 2: the source fingerprint hashes the source's bytes before resizing.
 FINGERPRINT_VERSION = 2
-LOCK = '.lock'               # held by the one process writing a build (or a shard)
-PARTIAL = '.partial'         # finished chunks of an unfinished build
 
 
 # --------------------------------------------------------------------------- #
@@ -323,10 +320,6 @@ def _check_converged(part: Dict[str, Tensor], table: Tensor, lo: int, settings: 
                      f'nothing was recorded for it. Lower lr (or check the image)')
 
 
-def _chunk_path(out: str, a: int, b: int) -> str:
-    return os.path.join(out, PARTIAL, f'chunk-{a:09d}-{b:09d}.pt')
-
-
 def _load_chunk(path: str, settings_json: str, table: Tensor, a: int, b: int) -> Optional[Dict[str, Tensor]]:
     """The finished chunk ``[a, b)`` a killed build left at ``path``, or
     ``None`` when there is none, or it is unreadable, corrupt (checksum) or
@@ -360,7 +353,7 @@ def _fit_chunks(images, table, chunks, settings, device, progress,
     parts = []
     with tqdm(total=total, desc='fitting INRs', unit='INR', disable=not progress) as bar:
         for a, b in chunks:
-            path = None if out is None else _chunk_path(out, a, b)
+            path = None if out is None else chunk_path(out, a, b)
             part = None if path is None else _load_chunk(path, settings_json, table, a, b)
             if part is None:
                 part = _fit_rows(images, table, a, b, settings, device)
@@ -372,57 +365,7 @@ def _fit_chunks(images, table, chunks, settings, device, progress,
     return parts
 
 
-def _clear_chunks(out: str, chunks: Sequence[Tuple[int, int]]) -> None:
-    """Removes the partial files of ``chunks`` (and their stale temp files),
-    then ``out/.partial`` if nothing else is left in it (a shard of the same
-    build may still be using it)."""
-    for a, b in chunks:
-        path = _chunk_path(out, a, b)
-        remove_stale_temp_files(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.join(out, PARTIAL))
 
-
-def _clean_temp_files(out: str, chunks: Sequence[Tuple[int, int]], targets: Sequence[str]) -> None:
-    """Removes the temporary files a killed build left beside ``targets``
-    and its chunk files (only this process's: it holds their lock)."""
-    for path in targets:
-        remove_stale_temp_files(path)
-    folder = os.path.join(out, PARTIAL)
-    if os.path.isdir(folder):
-        mine = {os.path.basename(_chunk_path(out, a, b)) for a, b in chunks}
-        for name in os.listdir(folder):      # one listing, not one per chunk
-            if name.startswith('.') and name.endswith('.tmp') and name[1:].split('.pt.')[0] + '.pt' in mine:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-
-
-@contextlib.contextmanager
-def _writer(folder: str, lock_name: str, what: str) -> Iterator[None]:
-    """Makes this process the one writer of ``folder`` for the block.
-
-    Creating the folder and the lock file inside it is the writability check,
-    done before any fitting (a build into an unwritable root used to fit for
-    42 minutes, then fail and lose everything).
-
-    Raises:
-        LockHeldError: another live build or merge holds the lock (named).
-        ValueError: ``folder`` cannot be created or written (named, with why).
-    """
-    with contextlib.ExitStack() as stack:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            stack.enter_context(exclusive(os.path.join(folder, lock_name), what))
-        except LockHeldError:
-            raise
-        except OSError as err:
-            why = 'it is a file, not a directory' if os.path.isfile(folder) else \
-                f'{err.strerror or err} ({type(err).__name__})'
-            raise ValueError(f'cannot write {what}: {why}; choose a writable directory (out= / --out, '
-                             f'or ${DATA_ROOT_ENV})') from None
-        yield
 
 
 def _cat(parts: Sequence[Dict[str, Tensor]]) -> Dict[str, Any]:
@@ -530,44 +473,20 @@ def _options(source: Source, settings: Dict[str, Any]) -> Tuple[int, Dict[str, A
         raise TypeError(f'unknown build setting(s) {unknown} for source {name!r}{why}; '
                         f'valid: {sorted(defaults)}')
     o = {**defaults, **settings}
-    typed = dict(grid=_setting(o, 'grid', int, 1, optional=True),
-                 val_views=_setting(o, 'val_views', int, 1), test_views=_setting(o, 'test_views', int, 1),
+    typed = dict(grid=setting(o, 'grid', int, 1, optional=True),
+                 val_views=setting(o, 'val_views', int, 1), test_views=setting(o, 'test_views', int, 1),
                  hidden=_hidden(o['hidden']),
-                 w0=_setting(o, 'w0', float), first_w0=_setting(o, 'first_w0', float, optional=True),
-                 init=o['init'], output_offset=_setting(o, 'output_offset', float),
-                 steps=_setting(o, 'steps', int, 1), lr=_setting(o, 'lr', float, 0.0, open_low=True),
-                 target_psnr=_setting(o, 'target_psnr', float, optional=True),
-                 chunk_size=_setting(o, 'chunk_size', int, 1))
+                 w0=setting(o, 'w0', float), first_w0=setting(o, 'first_w0', float, optional=True),
+                 init=o['init'], output_offset=setting(o, 'output_offset', float),
+                 steps=setting(o, 'steps', int, 1), lr=setting(o, 'lr', float, 0.0, open_low=True),
+                 target_psnr=setting(o, 'target_psnr', float, optional=True),
+                 chunk_size=setting(o, 'chunk_size', int, 1))
     for k in ('val_fraction', 'test_fraction'):
         if k in o:
-            typed[k] = _setting(o, k, float, 0.0)
+            typed[k] = setting(o, k, float, 0.0)
     I.SirenConfig(layer_sizes=(2, *typed['hidden'], 1), w0=typed['w0'], first_w0=typed['first_w0'],
                   init=typed['init'], output_offset=typed['output_offset'])   # validates up front
     return int(o['views']), typed
-
-
-def _setting(o: Dict[str, Any], key: str, kind: type, low: Optional[float] = None,
-             optional: bool = False, open_low: bool = False):
-    """``o[key]`` as ``kind``, refused up front (before any fitting) unless it
-    is a finite number ``>= low`` (``> low`` with ``open_low``), or ``None``
-    where ``optional``: a NaN learning rate fitted NaN networks for 42 minutes."""
-    value = o[key]
-    if value is None and optional:
-        return None
-    what = 'an integer' if kind is int else 'a finite number'
-    if low is not None:
-        what += f' {">" if open_low else ">="} {low:g}'
-    try:
-        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
-            raise TypeError
-        typed = kind(value)
-    except (TypeError, ValueError, OverflowError):
-        typed = None
-    if typed is None or not math.isfinite(typed) or (
-            low is not None and (typed <= low if open_low else typed < low)):
-        raise ValueError(f'build setting {key}={value!r} is not {what}'
-                         f'{" (or None)" if optional else ""}')
-    return typed
 
 
 def _hidden(value: Any) -> Tuple[int, ...]:
@@ -688,17 +607,17 @@ def build_inr_dataset(
     chunks = _chunks(table.shape[1], settings['chunk_size'])
 
     if shard is not None:
-        i, n = _parse_shard(shard)
+        i, n = parse_shard(shard)
         mine = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
         name = f'shard-{i}-of-{n}'
         path = os.path.join(out, 'shards', f'{name}.pt')
         # Shards of one build run side by side: each locks its own file.
-        with _writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
-            _clean_temp_files(out, mine, [path])
+        with writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
+            clean_temp_files(out, mine, [path])
             if overwrite:
-                _clear_chunks(out, mine)
+                clear_chunks(out, mine)
             elif _shard_done(path, settings, table):
                 return path
             with I.num_threads(threads):
@@ -711,7 +630,7 @@ def build_inr_dataset(
                                                              steps=torch.zeros(0, dtype=torch.long),
                                                              seeds=torch.zeros(0, dtype=torch.long))))
             store.save_torch(path, store.seal(record))     # merge_shards verifies the checksum
-            _clear_chunks(out, mine)
+            clear_chunks(out, mine)
         return path
 
     legacy = lambda: _fingerprint(images, labels)      # noqa: E731 (only for builds of old versions)
@@ -731,17 +650,17 @@ def build_inr_dataset(
     # A complete build is reused without the lock (it may be read-only).
     if reusable():
         return out
-    with _writer(out, LOCK, f'the INR dataset directory {out!r}'):
+    with writer(out, LOCK, f'the INR dataset directory {out!r}'):
         if reusable():            # another build finished it while we waited to start
             return out
-        _clean_temp_files(out, chunks, [os.path.join(out, f) for f in
+        clean_temp_files(out, chunks, [os.path.join(out, f) for f in
                                         (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)])
         if overwrite:             # really rebuild: finished chunks of an earlier run go too
-            _clear_chunks(out, chunks)
+            clear_chunks(out, chunks)
         with I.num_threads(threads):
             parts = _fit_chunks(images, table, chunks, settings, device, progress, out)
         _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
-        _clear_chunks(out, chunks)
+        clear_chunks(out, chunks)
     return out
 
 
@@ -749,19 +668,8 @@ def _shard_done(path: str, settings: Dict[str, Any], table: Tensor) -> bool:
     """Whether ``path`` already holds this shard, complete, intact (checksum)
     and of these settings: rerunning a finished shard does not refit it."""
     rec = store.cached_sealed(path, 'shard file')
-    return rec is not None and rec.get('settings') == json.dumps(settings, sort_keys=True) and torch.equal(rec['table'], table)
-
-
-def _parse_shard(shard: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
-    if isinstance(shard, str):
-        m = re.fullmatch(r'\s*(\d+)\s*/\s*(\d+)\s*', shard)
-        if not m:
-            raise ValueError(f'shard must be written i/n (e.g. 0/4), got {shard!r}')
-        shard = (int(m.group(1)), int(m.group(2)))
-    i, n = (int(v) for v in shard)
-    if n < 1 or not (0 <= i < n):
-        raise ValueError(f'shard {i}/{n}: need n >= 1 and 0 <= i < n')
-    return i, n
+    return (rec is not None and rec.get('settings') == json.dumps(settings, sort_keys=True)
+            and torch.equal(rec['table'], table))
 
 
 def merge_shards(out: Union[str, os.PathLike]) -> str:
@@ -782,7 +690,7 @@ def merge_shards(out: Union[str, os.PathLike]) -> str:
     out = os.path.expanduser(os.fspath(out))
     if not os.path.isdir(os.path.join(out, 'shards')):
         raise ValueError(f'no shard files in {os.path.join(out, "shards")!r}')
-    with _writer(out, LOCK, f'the INR dataset directory {out!r}'):
+    with writer(out, LOCK, f'the INR dataset directory {out!r}'):
         _merge(out)
     return out
 

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import List, Optional
 
-from nngraph.data.build import DATA_ROOT_ENV
+from nngraph.data.workspace import DATA_ROOT_ENV
 from nngraph.zoo.build import build_zoo, merge_zoo_shards, read_manifest
 from nngraph.zoo.plan import SOURCES
 

@@ -47,8 +47,8 @@ from torch import Tensor
 
 from nngraph._atomic import atomic_path, remove_stale_temp_files
 from nngraph.data import store
-from nngraph.data.build import (LOCK, _chunk_path, _clean_temp_files, _clear_chunks, _parse_shard, _setting,
-                                _writer, data_root)
+from nngraph.data.build import data_root
+from nngraph.data.workspace import LOCK, chunk_path, clean_temp_files, clear_chunks, parse_shard, setting, writer
 from nngraph.graph import read_weights_only
 from nngraph.inr.fitting import num_threads
 from nngraph.zoo import plan as P
@@ -167,7 +167,7 @@ def _plan(source: str, seed: int, settings: Dict[str, Any], source_dir) -> Tuple
     if source not in P.SOURCES:
         raise ValueError(f'unknown zoo source {source!r}; choose one of {", ".join(P.SOURCES)}')
     opts = P.check_settings(source, settings)
-    seed = _setting(dict(seed=seed), 'seed', int, 0)
+    seed = setting(dict(seed=seed), 'seed', int, 0)
     if seed >= 1 << 31:
         raise ValueError(f'seed must be in [0, 2**31), got {seed}')
     data = P.zoo_images(source, opts, seed, source_dir)
@@ -218,7 +218,7 @@ def _train_chunks(out: str, data, runs, chunks: List[Tensor], mine: range, setti
     with tqdm(total=sum(chunks[c].numel() for c in mine), desc='training the zoo', unit='net',
               disable=not progress) as bar:
         for c in mine:
-            path = _chunk_path(out, c, c + 1)
+            path = chunk_path(out, c, c + 1)
             part = _load_chunk(path, settings_json, chunks[c])
             if part is None:
                 part = _train_chunk(data, runs, chunks[c], settings)
@@ -358,16 +358,16 @@ def build_zoo(
     spans = [(c, c + 1) for c in range(len(chunks))]       # chunk c's file in .partial/
 
     if shard is not None:
-        i, n = _parse_shard(shard)
+        i, n = parse_shard(shard)
         mine = range(i * len(chunks) // n, (i + 1) * len(chunks) // n)
         name = f'shard-{i}-of-{n}'
         path = os.path.join(out, 'shards', f'{name}.pt')
         settings_json = json.dumps(settings, sort_keys=True)
         # Shards of one zoo run side by side: each locks its own file.
-        with _writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
-            _clean_temp_files(out, [spans[c] for c in mine], [path])
+        with writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
+            clean_temp_files(out, [spans[c] for c in mine], [path])
             if overwrite:
-                _clear_chunks(out, [spans[c] for c in mine])
+                clear_chunks(out, [spans[c] for c in mine])
             elif _shard_done(path, settings_json):
                 return path
             with num_threads(threads):
@@ -375,7 +375,7 @@ def build_zoo(
             _save(path, dict(format=FORMAT, format_version=FORMAT_VERSION, kind='shard', shard=i, num_shards=n,
                              chunks=[mine.start, mine.stop], num_chunks=len(chunks), settings=settings_json,
                              parts=parts, **_meta(data, runs)))
-            _clear_chunks(out, [spans[c] for c in mine])
+            clear_chunks(out, [spans[c] for c in mine])
         return path
 
     def reusable() -> bool:
@@ -391,16 +391,16 @@ def build_zoo(
 
     if reusable():
         return out
-    with _writer(out, LOCK, f'the zoo directory {out!r}'):
+    with writer(out, LOCK, f'the zoo directory {out!r}'):
         if reusable():           # another build finished it while we waited to start
             return out
-        _clean_temp_files(out, spans, [os.path.join(out, f) for f in (ZOO_FILE, store.MANIFEST)])
+        clean_temp_files(out, spans, [os.path.join(out, f) for f in (ZOO_FILE, store.MANIFEST)])
         if overwrite:
-            _clear_chunks(out, spans)
+            clear_chunks(out, spans)
         with num_threads(threads):
             parts = _train_chunks(out, data, runs, chunks, range(len(chunks)), settings, progress)
         _write_zoo(out, settings, _meta(data, runs), parts)
-        _clear_chunks(out, spans)
+        clear_chunks(out, spans)
     return out
 
 
@@ -429,7 +429,7 @@ def merge_zoo_shards(out: Union[str, os.PathLike]) -> str:
     paths = sorted(p for p in glob.glob(os.path.join(folder, 'shard-*-of-*.pt')) if _SHARD_RE.search(p))
     if not paths:
         raise ValueError(f'no shard files in {folder!r}')
-    with _writer(out, LOCK, f'the zoo directory {out!r}'):
+    with writer(out, LOCK, f'the zoo directory {out!r}'):
         shards: Dict[int, Tuple[str, Dict[str, Any]]] = {}
         counts = set()
         for p in paths:

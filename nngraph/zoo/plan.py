@@ -27,7 +27,8 @@ from torch import Tensor
 
 from nngraph import activations as A
 from nngraph.data import store
-from nngraph.data.build import _setting, split_objects
+from nngraph.data.build import split_objects
+from nngraph.data.workspace import setting
 from nngraph.data.sources import load_idx_source, load_source
 from nngraph.zoo.fitting import HYPER, counter_uniform
 
@@ -76,7 +77,7 @@ def _choices(o: Dict[str, Any], key: str, kind: type, low: float) -> List:
     value = o[key]
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(f'zoo setting {key}={value!r} must be a non-empty sequence')
-    return [_setting({key: v}, key, kind, low) for v in value]
+    return [setting({key: v}, key, kind, low) for v in value]
 
 
 def _range(o: Dict[str, Any], key: str, low: float, high: Optional[float] = None,
@@ -86,7 +87,7 @@ def _range(o: Dict[str, Any], key: str, low: float, high: Optional[float] = None
     value = o[key]
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f'zoo setting {key}={value!r} must be a pair (low, high)')
-    lo, hi = (_setting({key: v}, key, float, low, open_low=positive) for v in value)
+    lo, hi = (setting({key: v}, key, float, low, open_low=positive) for v in value)
     if lo > hi or (high is not None and hi > high):
         raise ValueError(f'zoo setting {key}={value!r} must have low <= high'
                          + (f' <= {high:g}' if high is not None else ''))
@@ -110,26 +111,26 @@ def check_settings(source: str, settings: Dict[str, Any]) -> Dict[str, Any]:
     if isinstance(acts, str) or not isinstance(acts, Sequence) or not acts:
         raise ValueError(f'zoo setting activations={acts!r} must be a non-empty sequence of names')
     typed: Dict[str, Any] = dict(
-        networks=_setting(o, 'networks', int, 1),
+        networks=setting(o, 'networks', int, 1),
         depths=_choices(o, 'depths', int, 1), widths=_choices(o, 'widths', int, 1),
         activations=[A.canonical(a) for a in acts],
         lr=_range(o, 'lr', 0.0, positive=True), weight_decay=_range(o, 'weight_decay', 0.0, positive=True),
         init_scale=_range(o, 'init_scale', 0.0, positive=True),
         label_noise=_range(o, 'label_noise', 0.0, 1.0), train_fraction=_range(o, 'train_fraction', 0.0, 1.0),
         epochs=_choices(o, 'epochs', int, 1),
-        batch_size=_setting(o, 'batch_size', int, 1), chunk_size=_setting(o, 'chunk_size', int, 1))
+        batch_size=setting(o, 'batch_size', int, 1), chunk_size=setting(o, 'chunk_size', int, 1))
     if typed['train_fraction'][0] <= 0:
         raise ValueError(f'zoo setting train_fraction={o["train_fraction"]!r} must be above 0')
     for key in ('depths', 'widths', 'activations', 'epochs'):
         if len(set(typed[key])) != len(typed[key]):
             raise ValueError(f'zoo setting {key}={o[key]!r} lists a value twice')
     if 'test_fraction' in defaults:
-        typed['test_fraction'] = _setting(o, 'test_fraction', float, 0.0, open_low=True)
+        typed['test_fraction'] = setting(o, 'test_fraction', float, 0.0, open_low=True)
         if typed['test_fraction'] >= 1:
             raise ValueError(f'zoo setting test_fraction={o["test_fraction"]!r} must be below 1')
     for key in ('train_images', 'test_images', 'pool'):
         if key in defaults:
-            typed[key] = _setting(o, key, int, 1)
+            typed[key] = setting(o, key, int, 1)
     return typed
 
 

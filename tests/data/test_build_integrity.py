@@ -15,6 +15,7 @@ import torch
 from nngraph._atomic import LockHeldError
 from nngraph.data import INRGraphDataset, build_inr_dataset, merge_shards
 from nngraph.data import build as B
+from nngraph.data import workspace as W
 from nngraph.data import store
 from nngraph.data.__main__ import main
 
@@ -164,7 +165,7 @@ def test_a_diverged_fit_is_refused_naming_the_image_and_nothing_is_recorded(tmp_
                                          r'INR 9 of the build\) diverged: non-finite weights with lr=0.002'):
         build_inr_dataset('digits', out=tmp_path, **tiny())
     assert not os.path.exists(tmp_path / 'manifest.json')
-    assert not os.path.exists(tmp_path / B.PARTIAL / 'chunk-000000006-000000012.pt')
+    assert not os.path.exists(tmp_path / W.PARTIAL / 'chunk-000000006-000000012.pt')
 
 
 def test_a_huge_learning_rate_diverges_and_is_refused(tmp_path):
@@ -213,7 +214,7 @@ def test_a_complete_build_in_a_read_only_root_is_still_reused(tmp_path, monkeypa
     out = build_inr_dataset('digits', out=tmp_path / 'ds', **tiny())
     def no_write(*a, **k):
         raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr(B, 'exclusive', no_write)
+    monkeypatch.setattr(W, 'exclusive', no_write)
     assert build_inr_dataset('digits', out=out, **tiny()) == out
 
 
@@ -227,9 +228,9 @@ def test_a_crashed_build_resumes_from_its_finished_chunks_bit_for_bit(tmp_path, 
     with pytest.raises(Crash):
         count_fits(monkeypatch, fail_after=2)
         build_inr_dataset('digits', out=out, **tiny())
-    assert sorted(os.listdir(out / B.PARTIAL)) == ['chunk-000000000-000000006.pt',
+    assert sorted(os.listdir(out / W.PARTIAL)) == ['chunk-000000000-000000006.pt',
                                                    'chunk-000000006-000000012.pt']
-    assert not os.path.exists(out / B.LOCK)            # released on the way out
+    assert not os.path.exists(out / W.LOCK)            # released on the way out
     fitted = count_fits(monkeypatch)
     build_inr_dataset('digits', out=out, **tiny())
     assert fitted == [12, 18]                          # only the chunks not finished before
@@ -242,7 +243,7 @@ def test_a_corrupt_or_foreign_partial_chunk_is_refitted(tmp_path, monkeypatch):
     with pytest.raises(Crash):
         count_fits(monkeypatch, fail_after=2)
         build_inr_dataset('digits', out=out, **tiny())
-    chunk = out / B.PARTIAL / 'chunk-000000000-000000006.pt'
+    chunk = out / W.PARTIAL / 'chunk-000000000-000000006.pt'
     rec = torch.load(chunk, weights_only=True)
     rec['weights'][0][0, 0, 0] += 1                     # edited: the checksum no longer matches
     torch.save(rec, chunk)
@@ -304,7 +305,7 @@ def test_a_sigkilled_build_is_locked_while_alive_then_resumes_and_cleans_up(tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     (out / '.train.pt.abc123.tmp').write_bytes(b'half')                 # what a kill mid-write leaves
-    (out / B.PARTIAL / '.chunk-000000012-000000018.pt.x.tmp').write_bytes(b'half')
+    (out / W.PARTIAL / '.chunk-000000012-000000018.pt.x.tmp').write_bytes(b'half')
     fitted = count_fits(monkeypatch)
     build_inr_dataset('digits', out=out, **tiny())
     assert fitted == [12, 18]
@@ -332,20 +333,20 @@ def test_a_second_build_into_a_locked_root_is_refused_naming_root_and_holder(tmp
     """Issue 19 row 13: two builds into one root both exited 0, the last writer won."""
     out = tmp_path / 'ds'
     fitted = count_fits(monkeypatch)
-    write_lock(out / B.LOCK, os.getppid())                              # a live process of this host
+    write_lock(out / W.LOCK, os.getppid())                              # a live process of this host
     with pytest.raises(LockHeldError, match=rf"'{out}' is locked by pid {os.getppid()} on host "
-                                            rf"'{socket.gethostname()}'.*remove '{out / B.LOCK}'"):
+                                            rf"'{socket.gethostname()}'.*remove '{out / W.LOCK}'"):
         build_inr_dataset('digits', out=out, **tiny())
-    write_lock(out / B.LOCK, 1, host='another-host')                    # cannot tell: refused
+    write_lock(out / W.LOCK, 1, host='another-host')                    # cannot tell: refused
     with pytest.raises(LockHeldError, match="pid 1 on host 'another-host'"):
         build_inr_dataset('digits', out=out, **tiny())
-    (out / B.LOCK).write_text('')                                      # unreadable: refused
+    (out / W.LOCK).write_text('')                                      # unreadable: refused
     with pytest.raises(LockHeldError, match='unknown process'):
         build_inr_dataset('digits', out=out, **tiny())
     assert fitted == []
-    write_lock(out / B.LOCK, dead_pid())                                # killed: taken over
+    write_lock(out / W.LOCK, dead_pid())                                # killed: taken over
     build_inr_dataset('digits', out=out, **tiny())
-    assert len(fitted) == 4 and not os.path.exists(out / B.LOCK)
+    assert len(fitted) == 4 and not os.path.exists(out / W.LOCK)
 
 
 def test_shards_lock_one_shard_each_and_merge_locks_the_root(tmp_path):
@@ -356,11 +357,11 @@ def test_shards_lock_one_shard_each_and_merge_locks_the_root(tmp_path):
     build_inr_dataset('digits', out=out, shard='1/2', **tiny())        # another shard runs alongside
     os.unlink(out / 'shards' / '.shard-0-of-2.lock')
     build_inr_dataset('digits', out=out, shard='0/2', **tiny())
-    write_lock(out / B.LOCK, os.getppid())
+    write_lock(out / W.LOCK, os.getppid())
     with pytest.raises(LockHeldError, match=rf"'{out}' is locked by pid {os.getppid()}"):
         merge_shards(out)
     assert not os.path.exists(out / 'manifest.json')
-    os.unlink(out / B.LOCK)
+    os.unlink(out / W.LOCK)
     merge_shards(out)
     assert sorted(os.listdir(out)) == ['manifest.json', 'shards', 'test.pt', 'train.pt', 'val.pt']
 
