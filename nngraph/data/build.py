@@ -54,7 +54,7 @@ from nngraph import inr as I
 from nngraph._atomic import remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.sources import IDX_SOURCES, Source, load_idx_source, load_source, published_val, resize
-from nngraph.data.workspace import (DATA_ROOT_ENV, LOCK, chunk_path, clean_temp_files, clear_chunks, parse_shard,
+from nngraph.data.workspace import (DATA_ROOT_ENV, LOCK, chunk_path, parse_shard, refuse_other_settings, rewriting,
                                     setting, writer)
 
 __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits', 'inr_seed', 'data_root',
@@ -614,11 +614,9 @@ def build_inr_dataset(
         name = f'shard-{i}-of-{n}'
         path = os.path.join(out, 'shards', f'{name}.pt')
         # Shards of one build run side by side: each locks its own file.
-        with writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
-            clean_temp_files(out, mine, [path])
-            if overwrite:
-                clear_chunks(out, mine)
-            elif _shard_done(path, settings, table):
+        with rewriting(out, os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}', mine,
+                       [path], overwrite, lambda: _shard_done(path, settings, table)) as todo:
+            if not todo:
                 return path
             with I.num_threads(threads):
                 parts = _fit_chunks(images, table, mine, settings, device, progress, out)
@@ -630,7 +628,6 @@ def build_inr_dataset(
                                                              steps=torch.zeros(0, dtype=torch.long),
                                                              seeds=torch.zeros(0, dtype=torch.long))))
             store.save_torch(path, store.seal(record))     # merge_shards verifies the checksum
-            clear_chunks(out, mine)
         return path
 
     legacy = lambda: _fingerprint(images, labels)      # noqa: E731 (only for builds of old versions)
@@ -640,27 +637,20 @@ def build_inr_dataset(
         if overwrite or not os.path.exists(os.path.join(out, store.MANIFEST)):
             return False
         old = store.read_manifest(out)['settings']
-        diff = _compatible(old, settings, legacy)
-        if diff:
-            desc = ', '.join(f'{k}: built {old.get(k)!r}, asked {settings.get(k)!r}' for k in diff)
-            raise ValueError(f'{out!r} already holds an INR dataset built with other settings '
-                             f'({desc}); pass overwrite=True to rebuild it, or another out=')
+        refuse_other_settings(out, 'an INR dataset', old, settings, _compatible(old, settings, legacy))
         return True
 
     # A complete build is reused without the lock (it may be read-only).
     if reusable():
         return out
-    with writer(out, LOCK, f'the INR dataset directory {out!r}'):
-        if reusable():            # another build finished it while we waited to start
-            return out
-        clean_temp_files(out, chunks, [os.path.join(out, f) for f in
-                                        (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)])
-        if overwrite:             # really rebuild: finished chunks of an earlier run go too
-            clear_chunks(out, chunks)
-        with I.num_threads(threads):
-            parts = _fit_chunks(images, table, chunks, settings, device, progress, out)
-        _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
-        clear_chunks(out, chunks)
+    targets = [os.path.join(out, f) for f in (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)]
+    # overwrite really rebuilds: finished chunks of an earlier run go too
+    with rewriting(out, out, LOCK, f'the INR dataset directory {out!r}', chunks, targets, overwrite,
+                   reusable) as todo:
+        if todo:
+            with I.num_threads(threads):
+                parts = _fit_chunks(images, table, chunks, settings, device, progress, out)
+            _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
     return out
 
 

@@ -19,7 +19,16 @@ FORMATS = ('auto', 'nngraph', 'dwsnets', 'neural-graphs', 'nfn')
 class BuiltGraphDataset(Dataset):
     """A PyG :class:`~torch_geometric.data.Dataset` over a build on disk (an
     INR dataset, a model zoo): nothing to download, nothing to process, the
-    graphs made on access by the subclass's ``len`` and ``get``."""
+    graphs made on access by the subclass's ``len`` and ``get``. Checks the
+    split's name and records ``path`` (``~`` expanded) and ``split``."""
+
+    def __init__(self, root: Union[str, os.PathLike], split: str,
+                 transform: Optional[Callable[[Data], Data]] = None) -> None:
+        super().__init__(root=None, transform=transform)
+        if split not in store.SPLITS:
+            raise ValueError(f'unknown split {split!r}; choose one of {store.SPLITS}')
+        self.path = os.path.expanduser(os.fspath(root))
+        self.split = split
 
     @property
     def raw_file_names(self) -> List[str]:
@@ -72,13 +81,9 @@ class INRGraphDataset(BuiltGraphDataset):
     def __init__(self, root: Union[str, os.PathLike], split: str = 'train', views: Optional[int] = None,
                  transform: Optional[Callable[[Data], Data]] = None, *, format: str = 'auto',
                  objects_per_class: Optional[int] = None, **format_options: Any) -> None:
-        super().__init__(root=None, transform=transform)
-        if split not in store.SPLITS:
-            raise ValueError(f'unknown split {split!r}; choose one of {store.SPLITS}')
+        super().__init__(root, split, transform)
         if format not in FORMATS:
             raise ValueError(f'unknown dataset format {format!r}; choose one of {FORMATS}')
-        self.path = os.path.expanduser(os.fspath(root))
-        self.split = split
         if format == 'auto':
             from nngraph.data.published import detect_format
             format = detect_format(self.path)

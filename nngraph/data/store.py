@@ -150,28 +150,30 @@ def write_json(path: str, obj: Dict[str, Any]) -> None:
             json.dump(obj, f, indent=1, sort_keys=True)
 
 
-def read_manifest(root: str) -> Dict[str, Any]:
-    """The manifest of a complete build in ``root``.
+def read_manifest(root: str, *, what: str = 'INR dataset', fmt: str = FORMAT, version: int = FORMAT_VERSION,
+                  how: str = 'the build was interrupted or never ran; build it with '
+                             'nngraph.data.build_inr_dataset or python -m nngraph.data build') -> Dict[str, Any]:
+    """The manifest of a complete build in ``root``: of an INR dataset by
+    default; the model zoo passes its own ``what``, ``fmt``, ``version`` and
+    ``how`` (the command that builds one).
 
     Raises:
         FileNotFoundError: ``root`` does not exist, or has no manifest (an
             unfinished or interrupted build).
-        ValueError: an unreadable manifest.
+        ValueError: an unreadable manifest, or one of another format.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(f'no dataset directory {root!r}')
+        raise FileNotFoundError(f'no {what} directory {root!r}')
     path = os.path.join(root, MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f'{root!r} holds no complete INR dataset: {MANIFEST} is missing '
-                                f'(the build was interrupted or never ran; build it with '
-                                f'nngraph.data.build_inr_dataset or python -m nngraph.data build)')
+        raise FileNotFoundError(f'{root!r} holds no complete {what}: {MANIFEST} is missing ({how})')
     try:
         with open(path) as f:
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f'manifest {path!r} cannot be read: {err}') from None
-    if manifest.get('format') != FORMAT or manifest.get('format_version') != FORMAT_VERSION:
-        raise ValueError(f'{path!r} is not a version-{FORMAT_VERSION} {FORMAT} manifest')
+    if not isinstance(manifest, dict) or manifest.get('format') != fmt or manifest.get('format_version') != version:
+        raise ValueError(f'{path!r} is not a version-{version} {fmt} manifest')
     return manifest
 
 

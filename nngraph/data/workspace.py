@@ -10,12 +10,12 @@ import contextlib
 import math
 import os
 import re
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from nngraph._atomic import LockHeldError, exclusive, remove_stale_temp_files
 
-__all__ = ['DATA_ROOT_ENV', 'LOCK', 'PARTIAL', 'writer', 'chunk_path', 'clear_chunks', 'clean_temp_files',
-           'parse_shard', 'setting']
+__all__ = ['DATA_ROOT_ENV', 'LOCK', 'PARTIAL', 'writer', 'rewriting', 'refuse_other_settings', 'chunk_path',
+           'clear_chunks', 'clean_temp_files', 'parse_shard', 'setting']
 
 DATA_ROOT_ENV = 'NNGRAPH_DATA_ROOT'
 LOCK = '.lock'               # held by the one process writing a build (or a shard)
@@ -46,6 +46,38 @@ def writer(folder: str, lock_name: str, what: str) -> Iterator[None]:
             raise ValueError(f'cannot write {what}: {why}; choose a writable directory (out= / --out, '
                              f'or ${DATA_ROOT_ENV})') from None
         yield
+
+
+@contextlib.contextmanager
+def rewriting(out: str, folder: str, lock_name: str, what: str, chunks: Sequence[Tuple[int, int]],
+              targets: Sequence[str], overwrite: bool, done: Callable[[], bool]) -> Iterator[bool]:
+    """The one writer of a build's result (a whole build, or one shard) made
+    from ``chunks``: under :func:`writer` of ``folder``, removes the temporary
+    files a killed run left beside ``targets`` and the chunks; with
+    ``overwrite`` drops finished chunks too, else asks ``done()`` whether the
+    result is already there (another process may have finished it while this
+    one waited). Yields whether there is work to do; once the block has
+    written the result, the chunk files go. An exception in the block keeps
+    them, so that the rerun resumes."""
+    with writer(folder, lock_name, what):
+        clean_temp_files(out, chunks, targets)
+        if overwrite:
+            clear_chunks(out, chunks)
+        elif done():
+            yield False
+            return
+        yield True
+        clear_chunks(out, chunks)
+
+
+def refuse_other_settings(out: str, what: str, old: Dict[str, Any], new: Dict[str, Any],
+                          keys: Sequence[str]) -> None:
+    """Refuses to reuse the build in ``out`` whose settings ``old`` differ from
+    the asked ``new`` at ``keys``, naming each key with both values."""
+    if keys:
+        desc = ', '.join(f'{k}: built {old.get(k)!r}, asked {new.get(k)!r}' for k in keys)
+        raise ValueError(f'{out!r} already holds {what} built with other settings ({desc}); '
+                         f'pass overwrite=True (--overwrite) to rebuild it, or another out=')
 
 
 def chunk_path(out: str, a: int, b: int) -> str:

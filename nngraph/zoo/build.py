@@ -48,7 +48,7 @@ from torch import Tensor
 from nngraph._atomic import atomic_path, remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.build import data_root
-from nngraph.data.workspace import LOCK, chunk_path, clean_temp_files, clear_chunks, parse_shard, setting, writer
+from nngraph.data.workspace import LOCK, chunk_path, parse_shard, refuse_other_settings, rewriting, setting, writer
 from nngraph.graph import read_weights_only
 from nngraph.inr.fitting import num_threads
 from nngraph.zoo import plan as P
@@ -124,19 +124,8 @@ def read_manifest(root: str) -> Dict[str, Any]:
         FileNotFoundError: no ``root``, or no manifest (an unfinished build; the command named).
         ValueError: a manifest that cannot be read or is not a zoo's.
     """
-    path = os.path.join(root, store.MANIFEST)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'{root!r} holds no complete model zoo: {store.MANIFEST} is missing '
-                                f'(build it with python -m nngraph.zoo build SOURCE --root {root})')
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f'manifest {path!r} cannot be read: {err}') from None
-    if not isinstance(manifest, dict) or manifest.get('format') != FORMAT \
-            or manifest.get('format_version') != FORMAT_VERSION:
-        raise ValueError(f'{path!r} is not a version-{FORMAT_VERSION} {FORMAT} manifest')
-    return manifest
+    return store.read_manifest(root, what='model zoo', fmt=FORMAT, version=FORMAT_VERSION,
+                               how=f'build it with python -m nngraph.zoo build SOURCE --root {root}')
 
 
 def read_zoo(root: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -364,43 +353,33 @@ def build_zoo(
         path = os.path.join(out, 'shards', f'{name}.pt')
         settings_json = json.dumps(settings, sort_keys=True)
         # Shards of one zoo run side by side: each locks its own file.
-        with writer(os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}'):
-            clean_temp_files(out, [spans[c] for c in mine], [path])
-            if overwrite:
-                clear_chunks(out, [spans[c] for c in mine])
-            elif _shard_done(path, settings_json):
+        with rewriting(out, os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}',
+                       [spans[c] for c in mine], [path], overwrite, lambda: _shard_done(path, settings_json)) as todo:
+            if not todo:
                 return path
             with num_threads(threads):
                 parts = _train_chunks(out, data, runs, chunks, mine, settings, progress)
             _save(path, dict(format=FORMAT, format_version=FORMAT_VERSION, kind='shard', shard=i, num_shards=n,
                              chunks=[mine.start, mine.stop], num_chunks=len(chunks), settings=settings_json,
                              parts=parts, **_meta(data, runs)))
-            clear_chunks(out, [spans[c] for c in mine])
         return path
 
     def reusable() -> bool:
         if overwrite or not os.path.exists(os.path.join(out, store.MANIFEST)):
             return False
         old = read_manifest(out)['settings']
-        diff = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-        if diff:
-            desc = ', '.join(f'{k}: built {old.get(k)!r}, asked {settings.get(k)!r}' for k in diff)
-            raise ValueError(f'{out!r} already holds a zoo built with other settings ({desc}); '
-                             f'pass overwrite=True (--overwrite) to rebuild it, or another out=')
+        refuse_other_settings(out, 'a zoo', old, settings,
+                              [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)])
         return True
 
     if reusable():
         return out
-    with writer(out, LOCK, f'the zoo directory {out!r}'):
-        if reusable():           # another build finished it while we waited to start
-            return out
-        clean_temp_files(out, spans, [os.path.join(out, f) for f in (ZOO_FILE, store.MANIFEST)])
-        if overwrite:
-            clear_chunks(out, spans)
-        with num_threads(threads):
-            parts = _train_chunks(out, data, runs, chunks, range(len(chunks)), settings, progress)
-        _write_zoo(out, settings, _meta(data, runs), parts)
-        clear_chunks(out, spans)
+    targets = [os.path.join(out, f) for f in (ZOO_FILE, store.MANIFEST)]
+    with rewriting(out, out, LOCK, f'the zoo directory {out!r}', spans, targets, overwrite, reusable) as todo:
+        if todo:
+            with num_threads(threads):
+                parts = _train_chunks(out, data, runs, chunks, range(len(chunks)), settings, progress)
+            _write_zoo(out, settings, _meta(data, runs), parts)
     return out
 
 

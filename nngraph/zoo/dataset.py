@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from nngraph.data import store
 from nngraph.data.dataset import BuiltGraphDataset
 from nngraph.graph import from_weights
 from nngraph.zoo.build import read_zoo
@@ -84,13 +83,10 @@ class ZooGraphDataset(BuiltGraphDataset):
                  activation: Optional[str] = None, seed: int = 0,
                  fractions: Sequence[float] = (0.7, 0.1, 0.2),
                  transform: Optional[Callable[[Data], Data]] = None) -> None:
-        super().__init__(root=None, transform=transform)
-        if split not in store.SPLITS:
-            raise ValueError(f'unknown split {split!r}; choose one of {store.SPLITS}')
+        super().__init__(root, split, transform)
         if target not in TARGETS:
             raise ValueError(f'unknown target {target!r}; choose one of {TARGETS}')
-        self.path = os.path.expanduser(os.fspath(root))
-        self.split, self.target = split, target
+        self.target = target
         zoo = read_zoo(self.path)
         ck, runs = zoo['checkpoints'], zoo['runs']
         self.activations: List[str] = list(zoo['activations'])
