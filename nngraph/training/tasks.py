@@ -65,7 +65,10 @@ class Classification:
     def running(self) -> '_RunningAccuracy':
         return _RunningAccuracy()
 
-    def evaluate(self, model: nn.Module, loader, device, dist_: Distributed) -> Dict[str, float]:
+    def evaluate(self, model: nn.Module, loader, device, dist_: Distributed,
+                 keep: bool = False) -> Dict[str, float]:
+        """``{'loss', 'acc'}`` over a split (``keep``: no predictions are kept
+        for classification)."""
         return evaluate(model, loader, device, dist_)
 
     def summary(self, final: Dict[str, float]) -> str:
