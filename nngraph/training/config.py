@@ -77,6 +77,7 @@ DEFAULTS: Dict[str, Any] = {
     'contrastive': {
         'temperature': 0.1,
         'projection_dim': 64,
+        'positives': 'augmentations',   # augmentations: two of one INR | views: two INRs of one object
     },
     'probe': {
         'checkpoint': None,     # mode probe: a run folder or checkpoint.pt of a contrastive run
@@ -279,6 +280,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], Any]] = {
                         'a finite number >= 0 (0 or null: no clipping)'),
     'contrastive.temperature': (lambda v: _is_number(v) and v > 0, 'a finite number > 0'),
     'contrastive.projection_dim': (_int_at_least(1), POSITIVE_INT),
+    'contrastive.positives': (_one_of(('augmentations', 'views')), "'augmentations' or 'views'"),
     'probe.checkpoint': (_optional(_nonempty_str), 'a run folder or checkpoint file (a string) or null'),
     'probe.C': (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(c) and c > 0 for c in v),
                 'a non-empty list of finite numbers > 0'),

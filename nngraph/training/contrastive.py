@@ -20,11 +20,15 @@ from nngraph.training.loops import check_loss, optimizer_step, restore, seed_epo
 from nngraph.training.models import ContrastiveModel, build_encoder, fit_normalization, training_module
 from nngraph.training.run_dir import plot_curves, rng_state, run_metrics, save_checkpoint, write_metrics
 
-__all__ = ['TwoViews', 'embed', 'linear_probe', 'contrastive_and_probe']
+__all__ = ['POSITIVES', 'TwoViews', 'ObjectViews', 'embed', 'linear_probe', 'contrastive_and_probe']
+
+
+POSITIVES = ('augmentations', 'views')
 
 
 class TwoViews(torch.utils.data.Dataset):
-    """Two independently augmented views of each graph of ``dataset``."""
+    """Two independently augmented copies of each graph of ``dataset``: the
+    positive pair of SimCLR (``contrastive.positives: augmentations``)."""
 
     def __init__(self, dataset, transform) -> None:
         self.dataset, self.transform = dataset, transform
@@ -37,6 +41,45 @@ class TwoViews(torch.utils.data.Dataset):
         if self.transform is None:
             return g, g
         return self.transform(g), self.transform(g)
+
+
+class ObjectViews(torch.utils.data.Dataset):
+    """Two distinct INRs of one object (``contrastive.positives: views``), each
+    augmented independently: item ``i`` is the ``i``-th object, so a batch
+    holds each object at most once and has no false negatives from views.
+
+    The views of an object are other networks fitted to the same image from
+    other seeds: they differ in everything a weight-space symmetry cannot
+    reach, which is what augmentations of one network lack. An object with one
+    view pairs the network with itself (its augmentations still differ).
+
+    Args:
+        dataset: a training split with an ``object_id`` per graph (an
+            :class:`~nngraph.data.INRGraphDataset`).
+        transform: the weight-space augmentations applied to each member.
+    """
+
+    def __init__(self, dataset, transform) -> None:
+        object_id = getattr(dataset, 'object_id', None)
+        if object_id is None:
+            raise ValueError(f'contrastive.positives: views needs a dataset with object ids (views of one '
+                             f'object), got {type(dataset).__name__}; use positives: augmentations')
+        self.dataset, self.transform = dataset, transform
+        order = torch.argsort(object_id, stable=True)
+        _, counts = torch.unique(object_id[order], return_counts=True)
+        self._members = order                                   # graph indices grouped by object
+        self._start = torch.cumsum(counts, 0) - counts          # first member of each object
+        self._count = counts
+
+    def __len__(self) -> int:
+        return int(self._count.numel())
+
+    def __getitem__(self, i: int):
+        n, start = int(self._count[i]), int(self._start[i])
+        a = int(torch.randint(n, ()))
+        b = (a + 1 + int(torch.randint(n - 1, ()))) % n if n > 1 else a   # another view, uniformly
+        pair = [self.dataset[int(self._members[start + k])] for k in (a, b)]
+        return tuple(self.transform(g) if self.transform is not None else g for g in pair)
 
 
 @torch.no_grad()
@@ -109,7 +152,8 @@ def contrastive_and_probe(config: Dict[str, Any], run_dir: str, dist_: Distribut
     else:
         ddp = training_module(model, config, dist_.enabled)
         optimizer = torch.optim.AdamW(model.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
-        loader, sampler = train_loader(TwoViews(source, transform), int(d['batch_size']),
+        pairs = (ObjectViews if c['positives'] == 'views' else TwoViews)(source, transform)
+        loader, sampler = train_loader(pairs, int(d['batch_size']),
                                         int(d['num_workers']), dist_, seed, d['samples_per_epoch'])
         total = int(o['epochs']) * len(loader)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
