@@ -12,7 +12,8 @@ from nngraph import training as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The public transform names of DESIGN.md: shipped configs may only use these.
-PUBLIC_TRANSFORMS = {'RandomNeuronPermutation', 'RandomSignFlip', 'SirenBiasShift', 'RandomPositiveScaling',
+PUBLIC_TRANSFORMS = {'RandomNeuronPermutation', 'RandomSignFlip', 'SirenBiasShift', 'SirenBiasFold',
+                     'RandomPositiveScaling',
                      'InputRotation', 'InputTranslation', 'InputScaling', 'WeightNoise', 'WeightDropout',
                      'QuantileZeroing', 'LabelSmoothing', 'WeightMixUp', 'SelfAlignMixUp'}
 TOY = ['data.source=toy', 'data.limit=32', 'data.batch_size=8', 'model.hidden=8', 'model.edge_hidden=8',

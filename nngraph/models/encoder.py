@@ -44,6 +44,7 @@ from torch_geometric.utils import scatter
 from nngraph.graph import forward, layer_offsets, validate
 from nngraph.transforms._base import require_finite
 from nngraph.transforms.canonical_signs import CanonicalSigns
+from nngraph.transforms.siren_bias_fold import SirenBiasFold
 
 __all__ = ['GNNEncoder', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS', 'parse_aggr']
 
@@ -263,6 +264,12 @@ class GNNEncoder(nn.Module):
             :class:`~nngraph.transforms.CanonicalSigns` (``'bias'``,
             ``'out'``) applied to every input first: for odd activations the
             encoder is then invariant to hidden-neuron sign flips as well.
+        fold_siren_bias (bool): apply :class:`~nngraph.transforms.SirenBiasFold`
+            to every input first (before ``canonical_signs``): each hidden sine
+            neuron's bias folded into :math:`[-h/2, h/2)`, so the encoder is
+            invariant to :class:`~nngraph.transforms.SirenBiasShift` (and with
+            ``canonical_signs`` to sign flips and bias shifts together, up to
+            float rounding). Sine activations only.
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4,
@@ -270,13 +277,17 @@ class GNNEncoder(nn.Module):
                  fourier_features: int = 0, fourier_scale: float = 10.0, node_channels: int = 1,
                  edge_channels: int = 1, max_layers: int = 16, scatter_backend: str = 'pyg',
                  edge_hidden: Optional[int] = None, probe_points: int = 0,
-                 canonical_signs: Optional[str] = None) -> None:
+                 canonical_signs: Optional[str] = None, fold_siren_bias: bool = False) -> None:
         super().__init__()
+        # the fold first: it leaves of a neuron's (sign flip x bias shift) orbit
+        # the sign-flip pair, which CanonicalSigns then resolves
+        self.fold = SirenBiasFold() if fold_siren_bias else None
         self.canonical = CanonicalSigns(canonical_signs) if canonical_signs else None
-        if self.canonical is not None:
-            # check() refuses non-finite graphs before the transform sees them; a
-            # second check would be a second device sync per forward
-            self.canonical.check_finite = False
+        for t in (self.fold, self.canonical):
+            if t is not None:
+                # check() refuses non-finite graphs before the transform sees them; a
+                # second check would be a second device sync per forward
+                t.check_finite = False
         if scatter_backend not in ('pyg', 'torch_scatter'):
             raise ValueError(f"scatter_backend must be 'pyg' or 'torch_scatter', got {scatter_backend!r}")
         for name, v in (('in_features', in_features), ('out_features', out_features),
@@ -359,8 +370,7 @@ class GNNEncoder(nn.Module):
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         self.check(batch)
-        if self.canonical is not None:
-            batch = self.canonical(batch)     # the statistics of what forward reads
+        batch = self._canonical(batch)        # the statistics of what forward reads
         edge_layer = batch.layer.index_select(0, batch.edge_index[0])
         L = int(batch.layer.max())
         for l in range(L + 1):
@@ -372,6 +382,14 @@ class GNNEncoder(nn.Module):
             if l > 0 and b.size(0) > 1:
                 self.node_shift[l] = b.mean(0)
                 self.node_scale[l] = b.std(0).clamp(min=1e-8)
+
+    def _canonical(self, batch: Batch) -> Batch:
+        """``batch`` through the fold and the canonical signs, where enabled."""
+        if self.fold is not None:
+            batch = self.fold(batch)
+        if self.canonical is not None:
+            batch = self.canonical(batch)
+        return batch
 
     def _edge_inputs(self, edge_attr: Tensor) -> Tensor:
         return self.edge_embed(self.fourier(edge_attr) if self.fourier is not None else edge_attr)
@@ -411,8 +429,7 @@ class GNNEncoder(nn.Module):
         if not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         sizes_all = self.check(batch)
-        if self.canonical is not None:
-            batch = self.canonical(batch)
+        batch = self._canonical(batch)
         uniform = all(s == sizes_all[0] for s in sizes_all)
         if path == 'auto':
             path = 'blocks' if uniform else 'sparse'

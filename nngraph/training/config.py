@@ -63,6 +63,8 @@ DEFAULTS: Dict[str, Any] = {
         'fourier_scale': 10.0,
         'probe_points': 0,      # neuron activations at P fixed inputs as node features
         'canonical_signs': None,  # gnn: bias | out (CanonicalSigns first: sign-flip invariant; odd activations)
+        'fold_siren_bias': False,  # gnn: fold each sine neuron's bias into one half period (SirenBiasFold
+                                   # first): SirenBiasShift cannot change what the encoder reads
         'flat_hidden': 256,     # MLP of the baselines (flat, statnn, aligned_mlp)
         'flat_layers': 2,
         'align_signs': False,   # aligned_mlp: also match signs (odd activations: sine, tanh)
@@ -269,6 +271,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], Any]] = {
     'model.fourier_scale': (lambda v: _is_number(v) and v > 0, 'a finite number > 0'),
     'model.probe_points': (_int_at_least(0), 'an integer >= 0'),
     'model.canonical_signs': (_one_of((None, 'bias', 'out')), "null, 'bias' or 'out'"),
+    'model.fold_siren_bias': (lambda v: isinstance(v, bool), 'true or false'),
     'model.flat_hidden': (_int_at_least(1), POSITIVE_INT),
     'model.flat_layers': (_int_at_least(1), POSITIVE_INT),
     'model.align_signs': (lambda v: isinstance(v, bool), 'true or false'),

@@ -91,7 +91,7 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int],
                   edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'],
                   dropout=m['dropout'], aggr=m['aggr'], fourier_features=m['fourier_features'],
                   fourier_scale=m['fourier_scale'], probe_points=m['probe_points'],
-                  canonical_signs=m['canonical_signs'])
+                  canonical_signs=m['canonical_signs'], fold_siren_bias=m['fold_siren_bias'])
     deepest = max(len(a) - 1 for a in (architectures or [layer_sizes]))
     if deepest > _GNN_MAX_LAYERS:       # the encoder's default otherwise: same parameters as before
         kwargs['max_layers'] = deepest

@@ -15,6 +15,7 @@ from nngraph.transforms.neuron_permutation import RandomNeuronPermutation
 from nngraph.transforms.positive_scaling import RandomPositiveScaling
 from nngraph.transforms.quantile_zeroing import QuantileZeroing
 from nngraph.transforms.self_align_mixup import SelfAlignMixUp
+from nngraph.transforms.siren_bias_fold import SirenBiasFold
 from nngraph.transforms.siren_bias_shift import SirenBiasShift
 from nngraph.transforms.sign_flip import RandomSignFlip
 from nngraph.transforms.weight_dropout import WeightDropout
@@ -31,6 +32,7 @@ __all__ = [
     'RandomPositiveScaling',
     'RandomSignFlip',
     'SelfAlignMixUp',
+    'SirenBiasFold',
     'SirenBiasShift',
     'WeightDropout',
     'WeightMixUp',

@@ -145,6 +145,28 @@ def test_canonical_signs_make_the_encoder_sign_invariant(by):
     assert not torch.allclose(plain(a), plain(b), atol=1e-6)     # without it, flips are seen
 
 
+def test_bias_fold_and_canonical_signs_make_the_encoder_invariant_to_shifts_and_flips():
+    from nngraph.transforms import RandomSignFlip, SirenBiasShift
+    gen = torch.Generator().manual_seed(13)
+    graphs = [random_graph((2, 8, 6, 1), gen) for _ in range(3)]       # biases ~ N(0, 1): many half periods
+    torch.manual_seed(0)
+    moved = [RandomSignFlip()(SirenBiasShift(k_max=2)(g)) for g in graphs]
+    assert not torch.equal(moved[0].x, graphs[0].x)
+    plain, invariant = encoder(canonical_signs='out'), encoder(canonical_signs='out', fold_siren_bias=True)
+    a, b = Batch.from_data_list(graphs), Batch.from_data_list(moved)
+    invariant.fit_normalization(a)
+    torch.testing.assert_close(invariant(a), invariant(b), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(invariant(a, path='sparse'), invariant(b), rtol=1e-8, atol=1e-8)
+    assert not torch.allclose(plain(a), plain(b), atol=1e-6)     # sign flips alone do not explain it
+    # the fold alone: invariant to bias shifts
+    fold_only = encoder(fold_siren_bias=True)
+    shifted = Batch.from_data_list([SirenBiasShift(k_max=2)(g) for g in graphs])
+    torch.testing.assert_close(fold_only(a), fold_only(shifted), rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match='SirenBiasFold needs a sine activation'):
+        fold_only(nngraph.from_weights([torch.randn(8, 2), torch.randn(1, 8)], [torch.randn(8), torch.randn(1)],
+                                       'tanh'))
+
+
 def test_weight_only_encoder_memorises_a_few_dozen_graphs():
     # The failure this guards against: a weight-only GNN (no probe features)
     # that stayed at chance even on its training graphs. 48 sine networks with

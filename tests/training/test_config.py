@@ -37,6 +37,7 @@ BAD = [
     ('model.hidden=0', 'model.hidden must be a positive integer, got 0'),
     ('model.aggr=median', "model.aggr must be one or more distinct of 'mean', 'sum', 'max'"),
     ('model.canonical_signs=both', "model.canonical_signs must be null, 'bias' or 'out', got 'both'"),
+    ('model.fold_siren_bias=1', 'model.fold_siren_bias must be true or false, got 1'),
     ('contrastive.temperature=0', 'contrastive.temperature must be a finite number > 0, got 0'),
     ('probe.C=[]', 'probe.C must be a non-empty list of finite numbers > 0, got []'),
     ('data.format=zip', "data.format must be one of ('auto', 'nngraph'"),

@@ -26,6 +26,7 @@ def transforms(source):
         (T.CanonicalSigns('bias'), 'tanh'),
         (T.CanonicalSigns('out'), 'tanh'),
         (T.SirenBiasShift(2), 'sine:30.0'),
+        (T.SirenBiasFold(), 'sine:30.0'),
         (T.RandomPositiveScaling(0.5, 2.0), 'relu'),
         (T.InputRotation(180), 'sine:30.0'),
         (T.InputTranslation(0.5), 'sine:30.0'),
