@@ -240,6 +240,12 @@ def test_supervised_metrics_report_the_clean_training_accuracy(tmp_path):
     from torch_geometric.loader import DataLoader
     again = T.evaluate(model, DataLoader(train, batch_size=256), torch.device('cpu'), T.Distributed('cpu'))
     assert again['acc'] == pytest.approx(saved['train_acc'])
+    # last_train_*: the last epoch's model (the checkpoint's), which says whether the model fits
+    ckpt = T.load_checkpoint(tmp_path / 'toy' / 'checkpoint.pt')
+    model.load_state_dict(ckpt['model'])
+    last = T.evaluate(model, DataLoader(train, batch_size=256), torch.device('cpu'), T.Distributed('cpu'))
+    assert last['acc'] == pytest.approx(saved['last_train_acc']) and last['loss'] == pytest.approx(saved['last_train_loss'])
+    assert ckpt['best']['epoch'] < 1 or saved['last_train_acc'] == saved['train_acc']
 
 
 def test_test_split_scored_once_when_not_every_epoch(tmp_path):

@@ -171,17 +171,22 @@ def supervised(config: Dict[str, Any], run_dir: str, dist_: Distributed, checkpo
                            finished=False)
         dist_.barrier()
 
-    # ---- final evaluation of the best-on-validation model on the test split
+    # ---- how well the last epoch's model fits the training graphs as they are
+    # (the regime: a model that cannot fit them cannot overfit), then the
+    # best-on-validation model on the test split
+    source_loader = DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size']))
+    last = task.evaluate(model, source_loader, device, dist_) if history else {}
     if best['state'] is not None:
         model.load_state_dict(best['state'])
     final = task.evaluate(model, test_loader, device, dist_, keep=True)
     predictions = final.pop('predictions', None)
     # The generalization gap's other end: the same model on the training
     # graphs as they are (no augmentation), not the running batch accuracy.
-    clean = task.evaluate(model, DataLoader(shard(source, dist_), batch_size=int(d['eval_batch_size'])), device, dist_)
+    clean = task.evaluate(model, source_loader, device, dist_)
     # (classification keeps metrics.json's key order: train_acc first)
     extra = ({f'train_{k}': x for k, x in clean.items()} if regression
              else {'train_acc': clean['acc'], 'train_loss': clean['loss']})
+    extra.update({f'last_train_{k}': x for k, x in last.items()})
     wall = wall_before + time.perf_counter() - t_start
     metrics = run_metrics(config, history, best, final, wall, extra)
     if dist_.main:
