@@ -274,7 +274,7 @@ def test_shipped_fmnist_study_is_the_low_data_grid_of_the_paper():
     for row in ('none', 'views-2', 'views-5', 'views-10', 'objects-100', 'objects-250', 'objects-500',
                 'permutation', 'sign-flip', 'input-space', 'noise', 'mixup-vanilla', 'mixup-permute',
                 'mixup-align', 'mixup-align-signs', 'best', 'ssl', 'ssl-noise', 'fold', 'sign-flip-fold',
-                'ssl-views', 'ssl-views-plain'):
+                'ssl-views', 'ssl-views-plain', 'ssl-views-t05'):
         assert row in rows
     d = study['dataset']
     views, objects = d['views'], d['objects_per_class']['train']
