@@ -8,7 +8,8 @@ from torch import Tensor
 from torch_geometric.data.datapipes import functional_transform
 
 from nngraph import activations as A
-from nngraph.transforms._base import WeightSpaceTransform, add_to_bias
+from nngraph.transforms._base import WeightSpaceTransform
+from nngraph.transforms.siren_bias_shift import shift_half_periods
 
 
 @functional_transform('siren_bias_fold')
@@ -63,9 +64,7 @@ class SirenBiasFold(WeightSpaceTransform):
             b = biases[l][..., 0]                                       # [..., d_{l+1}]
             k = torch.floor((b + half_period / 2) / half_period)
             k = torch.where(torch.isfinite(k), k, torch.zeros_like(k))
-            biases[l] = add_to_bias(biases[l], -k * half_period)
-            sign = 1 - 2 * torch.remainder(k, 2)                        # (-1)^k, k may be < 0
-            weights[l + 1] = weights[l + 1] * sign.to(weights[l + 1].dtype)[..., None, :, None]
+            shift_half_periods(weights, biases, l, -k, half_period)    # (-1)^-k = (-1)^k
         return weights, biases
 
     def __repr__(self) -> str:

@@ -60,11 +60,17 @@ class SirenBiasShift(WeightSpaceTransform):
 
     def _transform(self, weights, biases, params, acts):
         for l, k in enumerate(params):
-            half_period = A.get(acts[l]).half_period
-            biases[l] = add_to_bias(biases[l], k.to(biases[l].dtype) * half_period)
-            sign = 1 - 2 * torch.remainder(k, 2)                        # (-1)^k, k may be < 0
-            weights[l + 1] = weights[l + 1] * sign.to(weights[l + 1].dtype)[..., None, :, None]
+            shift_half_periods(weights, biases, l, k, A.get(acts[l]).half_period)
         return weights, biases
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(k_max={self.k_max})'
+
+
+def shift_half_periods(weights: List[Tensor], biases: List[Tensor], l: int, k: Tensor, half_period: float) -> None:
+    """In place on the lists: hidden layer ``l``'s biases ``+= k * half_period``
+    and its neurons' outgoing columns of ``W_{l+1}`` times ``(-1)^k`` (``k``
+    whole numbers, per neuron, any sign): the same function."""
+    biases[l] = add_to_bias(biases[l], k.to(biases[l].dtype) * half_period)
+    sign = 1 - 2 * torch.remainder(k, 2)                                # (-1)^k, k may be < 0
+    weights[l + 1] = weights[l + 1] * sign.to(weights[l + 1].dtype)[..., None, :, None]
