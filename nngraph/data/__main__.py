@@ -4,14 +4,27 @@
 
     python -m nngraph.data build digits --views 4 --out data/digits
     python -m nngraph.data build fashion-mnist          # FMNIST-INR -> ~/.cache/nngraph/fashion-mnist
-    python -m nngraph.data build digits --views 4 --out data/digits --shard 0/4   # x4, anywhere
-    python -m nngraph.data merge data/digits
+    python -m nngraph.data build fashion-mnist --workers 2   # two processes, one complete build
+    torchrun --nproc-per-node 4 -m nngraph.data build fashion-mnist   # rank r fits slice r/4, rank 0 writes
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        -m nngraph.data build fashion-mnist --out /shared/fmnist      # several machines, one shared out
+    python -m nngraph.data build digits --views 4 --out data/digits --shard 0/4   # by hand: x4, anywhere
+    python -m nngraph.data merge data/digits            # ... then joined
     python -m nngraph.data show data/digits            # -> data/digits/figure.png
     python -m nngraph.data convert SRC --format nfn --out DIR   # a published dataset, read once
+
+``--workers N`` fits the ``N`` slices of the build in ``N`` processes of this
+machine (``--threads`` each) and writes the same complete build as one
+process, bit for bit; a rerun after an interruption resumes. Under torchrun
+(``RANK`` and ``WORLD_SIZE`` set) every rank fits its slice, each with its
+own ``--workers`` if given, and rank 0 writes the build once all have
+finished; ``out`` must be one filesystem for every rank. ``--shard`` is for
+slices run by hand and goes with neither.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, Union
 
@@ -39,6 +52,11 @@ def _objects_per_class(text: str) -> Union[int, Dict[str, int]]:
     if any(len(p) != 2 for p in pairs):
         raise argparse.ArgumentTypeError(f'write K or split=K,split=K; got {text!r}')
     return {k.strip(): int(v) for k, v in pairs}
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of torchrun's (``RANK`` and ``WORLD_SIZE`` set)."""
+    return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -79,9 +97,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument('--target-psnr', type=_optional_float, **opt,
                    help='per-INR early stop in dB ("none" to always use all steps)')
     b.add_argument('--chunk-size', type=int, **opt)
-    b.add_argument('--shard', default=None, help='i/n: fit only the i-th of n slices')
-    b.add_argument('--device', default=None, help='cpu (default), cuda, ...')
-    b.add_argument('--threads', type=int, default=1, help='CPU threads while fitting (0: torch default)')
+    b.add_argument('--shard', default=None, help='i/n: fit only the i-th of n slices (join them with merge)')
+    b.add_argument('--workers', type=int, default=None,
+                   help='fit in N processes of this machine (each --threads threads), then write the '
+                        'complete build (default 1: this process)')
+    b.add_argument('--device', default=None, help='cpu (default), cuda (under torchrun: cuda:LOCAL_RANK), ...')
+    b.add_argument('--threads', type=int, default=1,
+                   help='CPU threads while fitting, per worker (0: torch default)')
     b.add_argument('--overwrite', action='store_true', help='rebuild over other settings')
     b.add_argument('--quiet', action='store_true', help='no progress bars')
 
@@ -108,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             settings = {k: v for k, v in vars(args).items() if k in BUILD_SETTINGS}
             path = build_inr_dataset(
                 args.source, views=args.views, out=args.out, seed=args.seed, limit=args.limit,
-                source_dir=args.source_dir, shard=args.shard, overwrite=args.overwrite,
+                source_dir=args.source_dir, shard=args.shard, workers=args.workers,
+                distributed=under_torchrun(), overwrite=args.overwrite,
                 objects_per_class=args.objects_per_class,
                 views_objects_per_class=args.views_objects_per_class,
                 device=args.device, threads=args.threads or None, progress=not args.quiet,

@@ -17,6 +17,12 @@ A shard ``i/n`` fits a contiguous range of chunks and writes
 files into the same split files that a one-shot build writes (the chunks are
 the same batches, so the result is identical).
 
+``workers=N`` and torchrun's ranks (``distributed=True``) cut the chunks the
+same way, but the slices are fitted into ``DIR/.partial/`` under the lock of
+the one process that then writes the build from them (the parent; rank 0),
+exactly as a resumed build reads its finished chunks: the same files as one
+process writes, and no shard files.
+
 What a build promises (issue 19):
 
 * settings are checked before anything is loaded or fitted (a NaN ``lr``
@@ -38,13 +44,15 @@ What a build promises (issue 19):
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
 import operator
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,8 +62,9 @@ from nngraph import inr as I
 from nngraph._atomic import remove_stale_temp_files
 from nngraph.data import store
 from nngraph.data.sources import IDX_SOURCES, Source, load_idx_source, load_source, published_val, resize
-from nngraph.data.workspace import (DATA_ROOT_ENV, LOCK, chunk_path, parse_shard, refuse_other_settings, rewriting,
-                                    setting, writer)
+from nngraph.data.workspace import (DATA_ROOT_ENV, LOCK, PARTIAL, chunk_path, every_rank, in_workers, parse_shard,
+                                    rank_group, refuse_other_settings, rewriting, setting, shard_slice, stopping,
+                                    writer)
 
 __all__ = ['build_inr_dataset', 'merge_shards', 'split_objects', 'fixed_splits', 'inr_seed', 'data_root',
            'defaults_for', 'DEFAULTS', 'FMNIST_DEFAULTS', 'SOURCE_DEFAULTS']
@@ -338,21 +347,26 @@ def _save_chunk(path: str, part: Dict[str, Tensor], settings_json: str, table: T
         settings=settings_json, table=table[:, a:b].clone(), **part)))
 
 
-def _fit_chunks(images, table, chunks, settings, device, progress,
-                out: Optional[str] = None) -> List[Dict[str, Tensor]]:
+def _fit_chunks(images, table, chunks, settings, device, progress, out: Optional[str] = None, *,
+                stop: Optional[Callable[[], bool]] = None, desc: str = 'fitting INRs',
+                position: Optional[int] = None) -> List[Dict[str, Tensor]]:
     """Fits the chunks one after the other, with one progress bar over all INRs.
 
     With ``out``, every finished chunk is saved (atomically, checksummed) to
     ``out/.partial/``, and a chunk found there from the same settings is
     loaded instead of refitted: a killed build resumes where it stopped, and
     since every INR's fit depends only on its chunk, the result is bit for bit
-    the uninterrupted build's."""
+    the uninterrupted build's. A worker passes ``stop``
+    (:func:`~nngraph.data.workspace.stopping`): once it says so, the chunks
+    not started are left out (another worker failed; its caller raises)."""
     from tqdm.auto import tqdm
     total = sum(b - a for a, b in chunks)
     settings_json = json.dumps(settings, sort_keys=True)
     parts = []
-    with tqdm(total=total, desc='fitting INRs', unit='INR', disable=not progress) as bar:
+    with tqdm(total=total, desc=desc, unit='INR', disable=not progress, position=position) as bar:
         for a, b in chunks:
+            if stop is not None and stop():
+                break
             path = None if out is None else chunk_path(out, a, b)
             part = None if path is None else _load_chunk(path, settings_json, table, a, b)
             if part is None:
@@ -363,9 +377,6 @@ def _fit_chunks(images, table, chunks, settings, device, progress,
             bar.update(b - a)
             bar.set_postfix(psnr=f'{float(torch.cat([p["psnr"] for p in parts]).mean()):.1f}dB')
     return parts
-
-
-
 
 
 def _cat(parts: Sequence[Dict[str, Tensor]]) -> Dict[str, Any]:
@@ -512,6 +523,8 @@ def build_inr_dataset(
     *,
     source_dir: Union[str, os.PathLike, None] = None,
     shard: Optional[Tuple[int, int]] = None,
+    workers: Optional[int] = None,
+    distributed: bool = False,
     objects_per_class: Union[int, Dict[str, int], None] = None,
     views_objects_per_class: Optional[int] = None,
     overwrite: bool = False,
@@ -566,6 +579,22 @@ def build_inr_dataset(
         shard: ``(i, n)``: fit only the ``i``-th of ``n`` disjoint slices and
             write ``out/shards/shard-i-of-n.pt`` (returns that path); join the
             shards with :func:`merge_shards`.
+        workers: fit in ``workers`` processes of this machine (``spawn``),
+            worker ``k`` the ``k``-th of ``workers`` slices of the chunks with
+            ``threads`` threads, then write the complete build: the same
+            files as one process writes, bit for bit. ``out`` is locked and
+            every finished chunk kept as in a one-process build, so a rerun
+            resumes; a failed worker stops the others after their current
+            chunk and raises a ``ValueError`` naming its slice. Default 1
+            (this process). Not with ``shard``.
+        distributed: this process is one rank of ``torchrun`` (one machine or
+            several sharing ``out``'s filesystem): rank ``r`` of ``w`` fits
+            slice ``r/w`` (split further over its ``workers``), and rank 0,
+            which holds ``out``'s lock for all of them, writes the complete
+            build once every rank has finished; every rank returns then, or
+            raises when any failed (the failed ranks named). A gloo process
+            group (:func:`~nngraph.data.workspace.rank_group`); ``cuda``
+            means each rank's ``LOCAL_RANK`` device. Not with ``shard``.
         overwrite: rebuild from scratch: over a complete build (with other
             settings or the same), discarding the finished chunks of an
             interrupted one.
@@ -574,7 +603,7 @@ def build_inr_dataset(
             leaves torch's setting. Default 1: the many small batched matmuls
             gain little from a second thread and lose up to 10x when the
             cores are shared with other processes (measured, see the
-            report); run shards in parallel processes to use more cores.
+            report); use ``workers`` (or shards) to use more cores.
         progress: tqdm progress bars.
         **settings: override the source's defaults (:func:`defaults_for`):
             ``grid`` (resize to ``grid x grid``, ``None`` native), ``val_views``,
@@ -589,69 +618,196 @@ def build_inr_dataset(
         FileNotFoundError: an idx source's files missing (directory and
             install command named).
         ValueError: unknown source, empty source, images of mixed sizes,
-            ``views < 1``, a bad shard spec, an incompatible existing build,
+            ``views < 1``, a bad shard spec, ``workers`` with ``shard``, an
+            incompatible existing build, a failed worker or rank (named),
             a fitting setting that is not finite or not positive (named), an
             ``out`` that cannot be written (named, before fitting), a fit that
             diverged (the image named).
         LockHeldError: (a ``ValueError``) another build is writing ``out``
             (or this shard); the lock file and its holder are named.
     """
-    default_views, opts = _options(source, settings)
-    views = default_views if views is None else views
+    if shard is not None:
+        shard = parse_shard(shard)
+        if workers is not None or distributed:
+            raise ValueError(f'shard={shard[0]}/{shard[1]} (--shard) builds one slice in this process; '
+                             + ('a distributed build (torchrun) takes its slice from its rank'
+                                if distributed else f'workers={workers} (--workers) builds every slice and '
+                                'joins them') + ': pass one of the two')
+    workers = _workers(workers)
     out = os.path.expanduser(os.fspath(out)) if out is not None else \
         data_root(source if isinstance(source, str) else 'custom')
-    images, labels, splits, per_split, settings, table = _plan(
-        source, views, seed, limit, opts, source_dir, _per_class(objects_per_class), views_objects_per_class)
-    settings = json.loads(json.dumps(settings))   # the form it has after a JSON round trip
     device = torch.device(device) if device is not None else torch.device('cpu')
-    chunks = _chunks(table.shape[1], settings['chunk_size'])
+    if distributed and device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
 
+    def plan() -> _Build:
+        default_views, opts = _options(source, settings)
+        images, labels, splits, per_split, plan_settings, table = _plan(
+            source, default_views if views is None else views, seed, limit, opts, source_dir,
+            _per_class(objects_per_class), views_objects_per_class)
+        plan_settings = json.loads(json.dumps(plan_settings))   # the form it has after a JSON round trip
+        return _Build(out, images, labels, splits, per_split, plan_settings, table,
+                      _chunks(table.shape[1], plan_settings['chunk_size']), overwrite, device, threads, progress)
+
+    if distributed:
+        return _build_as_rank(out, plan, workers)
+    b = plan()
     if shard is not None:
-        i, n = parse_shard(shard)
-        mine = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
+        return b.shard(*shard)
+    # A complete build is reused without the lock (it may be read-only).
+    if b.reusable():
+        return out
+    with b.writing() as todo:
+        if todo:
+            if workers > 1:          # the chunks into out/.partial, which write() then reads
+                b.fit(b.chunks, workers)
+            b.write()
+    return out
+
+
+def _workers(workers: Optional[int]) -> int:
+    """``workers`` as a positive number of processes (``None``: 1)."""
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f'workers must be a positive number of processes, got {workers!r}')
+    return workers
+
+
+@dataclasses.dataclass
+class _Build:
+    """One build's plan (a pure function of its settings, so every process and
+    machine computes the same) and where and how it is fitted: what the
+    one-process build, its workers, and torchrun's ranks share."""
+    out: str
+    images: Tensor
+    labels: Tensor
+    splits: Dict[str, Tensor]
+    per_split: Dict[str, int]
+    settings: Dict[str, Any]
+    table: Tensor                       # [3, T]: split, object id, view of every INR, in build order
+    chunks: List[Tuple[int, int]]       # INR ranges fitted as one batch each
+    overwrite: bool
+    device: torch.device
+    threads: Optional[int]
+    progress: bool
+
+    def reusable(self) -> bool:
+        """Whether a complete build with these settings is already in ``out``."""
+        if self.overwrite or not os.path.exists(os.path.join(self.out, store.MANIFEST)):
+            return False
+        old = store.read_manifest(self.out)['settings']
+        legacy = lambda: _fingerprint(self.images, self.labels)    # noqa: E731 (builds of old versions only)
+        refuse_other_settings(self.out, 'an INR dataset', old, self.settings,
+                              _compatible(old, self.settings, legacy))
+        return True
+
+    def writing(self):
+        """:func:`~nngraph.data.workspace.rewriting` of the complete build:
+        locks ``out``; yields whether there is work to do."""
+        targets = [os.path.join(self.out, f) for f in (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)]
+        # overwrite really rebuilds: finished chunks of an earlier run go too
+        return rewriting(self.out, self.out, LOCK, f'the INR dataset directory {self.out!r}', self.chunks,
+                         targets, self.overwrite, self.reusable)
+
+    def fit(self, chunks: Sequence[Tuple[int, int]], workers: int, of: str = '') -> None:
+        """Fits ``chunks`` into ``out/.partial`` (those there already are
+        kept): here when ``workers`` is 1, else split into ``workers``
+        contiguous slices, slice ``k`` fitted by a process of its own
+        (:func:`~nngraph.data.workspace.in_workers`); ``of`` completes the
+        slices' names in an error. The caller holds ``out``'s lock."""
+        n = min(workers, len(chunks))
+        if n <= 1:
+            with I.num_threads(self.threads):
+                _fit_chunks(self.images, self.table, chunks, self.settings, self.device, self.progress, self.out)
+            return
+        slices = [shard_slice(chunks, k, n) for k in range(n)]
+        names = [f'worker {k} of {n} (shard {k}/{n}{of}, INRs {c[0][0]}-{c[-1][1] - 1}) of {self.out!r}'
+                 for k, c in enumerate(slices)]
+        in_workers(_fit_in_worker, [(self, c, f'shard {k}/{n}{of}', k) for k, c in enumerate(slices)], names)
+
+    def write(self) -> None:
+        """The split files and manifest of the complete build, from every
+        chunk: those in ``out/.partial`` are read, the others fitted here."""
+        with I.num_threads(self.threads):
+            parts = _fit_chunks(self.images, self.table, self.chunks, self.settings, self.device,
+                                self.progress, self.out)
+        _write_splits(self.out, self.images, self.labels, self.splits, self.per_split, self.settings,
+                      self.table, _cat(parts))
+
+    def missing_chunks(self) -> List[str]:
+        """The chunk files not in ``out/.partial`` (after every rank fitted its slice)."""
+        return [p for p in (chunk_path(self.out, a, b) for a, b in self.chunks) if not os.path.exists(p)]
+
+    def shard(self, i: int, n: int) -> str:
+        """Fits shard ``i/n`` and writes ``out/shards/shard-i-of-n.pt`` (sealed); returns its path."""
+        mine = shard_slice(self.chunks, i, n)
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
         name = f'shard-{i}-of-{n}'
-        path = os.path.join(out, 'shards', f'{name}.pt')
+        path = os.path.join(self.out, 'shards', f'{name}.pt')
         # Shards of one build run side by side: each locks its own file.
-        with rewriting(out, os.path.join(out, 'shards'), f'.{name}.lock', f'shard {i}/{n} of {out!r}', mine,
-                       [path], overwrite, lambda: _shard_done(path, settings, table)) as todo:
+        with rewriting(self.out, os.path.join(self.out, 'shards'), f'.{name}.lock',
+                       f'shard {i}/{n} of {self.out!r}', mine, [path], self.overwrite,
+                       lambda: _shard_done(path, self.settings, self.table)) as todo:
             if not todo:
                 return path
-            with I.num_threads(threads):
-                parts = _fit_chunks(images, table, mine, settings, device, progress, out)
+            with I.num_threads(self.threads):
+                parts = _fit_chunks(self.images, self.table, mine, self.settings, self.device, self.progress,
+                                    self.out)
             record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
-                          shard=i, num_shards=n, lo=lo, hi=hi, total=int(table.shape[1]),
-                          settings=json.dumps(settings, sort_keys=True),
-                          images=images, labels=labels, table=table,
+                          shard=i, num_shards=n, lo=lo, hi=hi, total=int(self.table.shape[1]),
+                          settings=json.dumps(self.settings, sort_keys=True),
+                          images=self.images, labels=self.labels, table=self.table,
                           **(_cat(parts) if parts else dict(weights=[], biases=[], psnr=torch.zeros(0),
                                                              steps=torch.zeros(0, dtype=torch.long),
                                                              seeds=torch.zeros(0, dtype=torch.long))))
             store.save_torch(path, store.seal(record))     # merge_shards verifies the checksum
         return path
 
-    legacy = lambda: _fingerprint(images, labels)      # noqa: E731 (only for builds of old versions)
 
-    def reusable() -> bool:
-        """Whether a complete build with these settings is already in ``out``."""
-        if overwrite or not os.path.exists(os.path.join(out, store.MANIFEST)):
-            return False
-        old = store.read_manifest(out)['settings']
-        refuse_other_settings(out, 'an INR dataset', old, settings, _compatible(old, settings, legacy))
-        return True
+def _fit_in_worker(job: Tuple[_Build, List[Tuple[int, int]], str, int]) -> None:
+    """A worker's part of a build (:meth:`_Build.fit`): its chunks into ``out/.partial``."""
+    b, chunks, desc, position = job
+    with I.num_threads(b.threads):
+        _fit_chunks(b.images, b.table, chunks, b.settings, b.device, b.progress, b.out, stop=stopping,
+                    desc=desc, position=position)
 
-    # A complete build is reused without the lock (it may be read-only).
-    if reusable():
-        return out
-    targets = [os.path.join(out, f) for f in (*(f'{s}.pt' for s in store.SPLITS), store.MANIFEST)]
-    # overwrite really rebuilds: finished chunks of an earlier run go too
-    with rewriting(out, out, LOCK, f'the INR dataset directory {out!r}', chunks, targets, overwrite,
-                   reusable) as todo:
+
+def _build_as_rank(out: str, plan: Callable[[], _Build], workers: int) -> str:
+    """The build as one rank of torchrun's (``build_inr_dataset(distributed=True)``),
+    in three steps that every rank finishes before any starts the next
+    (:func:`~nngraph.data.workspace.every_rank`): plan, and rank 0 locks
+    ``out`` for everyone (or finds the build done); each rank fits its slice
+    of the chunks into ``out/.partial``; rank 0 writes the complete build from
+    them."""
+    with rank_group() as (rank, world, group), contextlib.ExitStack() as held:
+        mine: Dict[str, _Build] = {}
+        name = lambda r: f'rank {r} of {world} (shard {r}/{world}) of the build in {out!r}'   # noqa: E731
+
+        def start() -> bool:
+            mine['b'] = b = plan()
+            # Rank 0 holds the root's lock (and cleans what a killed run left)
+            # for every rank, before any of them fits.
+            return rank == 0 and not b.reusable() and held.enter_context(b.writing())
+
+        todo = every_rank(start, name, group)[0]
+        b = mine['b']
         if todo:
-            with I.num_threads(threads):
-                parts = _fit_chunks(images, table, chunks, settings, device, progress, out)
-            _write_splits(out, images, labels, splits, per_split, settings, table, _cat(parts))
-    return out
+            every_rank(lambda: b.fit(shard_slice(b.chunks, rank, world), workers, of=f' of rank {rank}'),
+                       name, group)
+
+            def finish() -> None:
+                if rank == 0:
+                    missing = b.missing_chunks()
+                    if missing:
+                        raise ValueError(f'every rank finished, but {len(missing)} chunk file(s) are not in '
+                                         f'{os.path.join(b.out, PARTIAL)!r} here (first: {missing[0]!r}): '
+                                         f'ranks on several machines need one shared filesystem for out')
+                    b.write()
+                    held.close()          # the lock goes, and the chunks, once the build is written
+            every_rank(finish, name, group)
+        return out
 
 
 def _shard_done(path: str, settings: Dict[str, Any], table: Tensor) -> bool:
@@ -719,7 +875,7 @@ def _merge(out: str) -> None:
         p, rec = shards[i]
         if rec['settings'] != settings_json or not torch.equal(rec['table'], first['table']):
             raise ValueError(f'shard file {p!r} was built with other settings than {p0!r}')
-        mine = chunks[i * len(chunks) // n:(i + 1) * len(chunks) // n]
+        mine = shard_slice(chunks, i, n)
         lo = mine[0][0] if mine else 0
         hi = mine[-1][1] if mine else 0
         got = rec['psnr'].numel()
