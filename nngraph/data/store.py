@@ -120,9 +120,12 @@ def cached_sealed(path: str, what: str) -> Optional[Dict[str, Any]]:
 
 
 def save_torch(path: str, obj: Any) -> None:
-    """``torch.save`` through a temp file renamed onto ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through a temp file renamed onto ``path``. Saved through
+    a file object: given a path, ``torch.save`` names the archive inside the
+    file after it (here the random temp name), so two saves of one object
+    would differ in their bytes and their sha256."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str, what: str) -> Dict[str, Any]:
