@@ -52,7 +52,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     'transforms': [],           # list of names or {Name: {arg: value}}; see nngraph.transforms
     'model': {
-        'name': 'gnn',          # gnn | flat | statnn | aligned_mlp
+        'name': 'gnn',          # gnn | flat | statnn | aligned_mlp | sign_gnn (odd activations)
         'hidden': 64,
         'edge_hidden': 32,
         'layers': 3,

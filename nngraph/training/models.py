@@ -10,18 +10,20 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from nngraph.models import (AlignedMLPEncoder, EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GNNEncoder,
-                            GraphClassifier, ProjectionHead, StatNNEncoder)
+                            GraphClassifier, ProjectionHead, SignGNNClassifier, SignGNNEncoder, StatNNEncoder)
 from nngraph.models.classifier import EncoderRegressor
 from nngraph.transforms._base import require_finite
 
 __all__ = ['MODELS', 'build_model', 'training_module', 'build_encoder', 'encoder_kwargs', 'fit_normalization',
            'ContrastiveModel']
 
-#: The values of ``model.name``: the GNN, and DWSNets' calibration baselines
+#: The values of ``model.name``: the GNN, DWSNets' calibration baselines
 #: (flat MLP on the raw weights, StatNN on weight statistics, flat MLP on
-#: weights aligned to one reference network). The baselines' MLP is sized by
-#: ``model.flat_hidden`` and ``model.flat_layers``.
-MODELS = ('gnn', 'flat', 'statnn', 'aligned_mlp')
+#: weights aligned to one reference network) and the sign-equivariant GNN for
+#: odd activations (one architecture per run; sized by ``model.hidden``,
+#: ``edge_hidden``, ``layers``, ``out_dim``, ``dropout``, ``aggr``). The
+#: baselines' MLP is sized by ``model.flat_hidden`` and ``model.flat_layers``.
+MODELS = ('gnn', 'flat', 'statnn', 'aligned_mlp', 'sign_gnn')
 
 
 def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[int], *,
@@ -34,9 +36,12 @@ def build_model(config: Dict[str, Any], num_classes: int, layer_sizes: Sequence[
     differ (a model zoo; see :func:`build_encoder`)."""
     m = config['model']
     if regression:
-        return EncoderRegressor(build_encoder(config, layer_sizes, architectures), relu=m['name'] == 'gnn')
+        return EncoderRegressor(build_encoder(config, layer_sizes, architectures),
+                                relu=m['name'] in ('gnn', 'sign_gnn'))
     if m['name'] == 'gnn':
         return GraphClassifier(num_classes, **encoder_kwargs(config, layer_sizes, architectures))
+    if m['name'] == 'sign_gnn':
+        return SignGNNClassifier(num_classes, **_sign_gnn_kwargs(config, layer_sizes, architectures))
     if m['name'] == 'flat':
         _one_architecture(m['name'], layer_sizes, architectures)
         return FlatMLPClassifier(num_classes, layer_sizes, hidden=m['flat_hidden'],
@@ -66,6 +71,8 @@ def build_encoder(config: Dict[str, Any], layer_sizes: Sequence[int],
         return AlignedMLPEncoder(layer_sizes, signs=m['align_signs'], **mlp)
     if m['name'] == 'gnn':
         return GNNEncoder(**encoder_kwargs(config, layer_sizes, architectures))
+    if m['name'] == 'sign_gnn':
+        return SignGNNEncoder(**_sign_gnn_kwargs(config, layer_sizes, architectures))
     raise ValueError(f"model.name must be one of {MODELS}, got {m['name']!r}")
 
 
@@ -99,6 +106,17 @@ def encoder_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int],
 
 
 _GNN_MAX_LAYERS = 16    # GNNEncoder's default max_layers
+
+
+def _sign_gnn_kwargs(config: Dict[str, Any], layer_sizes: Sequence[int],
+                     architectures: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Any]:
+    # The GNN's size keys; its input options (Fourier features, probes,
+    # canonical signs, the bias fold) are the GNN's and are not read here.
+    _one_architecture('sign_gnn', layer_sizes, architectures)
+    m = config['model']
+    return dict(in_features=layer_sizes[0], out_features=layer_sizes[-1], hidden=m['hidden'],
+                edge_hidden=m['edge_hidden'], layers=m['layers'], out_dim=m['out_dim'], dropout=m['dropout'],
+                aggr=m['aggr'], max_layers=max(_GNN_MAX_LAYERS, len(layer_sizes) - 1))
 
 
 def training_module(model: nn.Module, config: Dict[str, Any], distributed: bool) -> nn.Module:
