@@ -292,7 +292,7 @@ def test_baselines_fit_the_toy_set(tmp_path, name, extra):
 
 
 def test_bad_model_config_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"model.name must be one of \('gnn', 'flat', 'statnn', 'aligned_mlp'\), "
+    with pytest.raises(ValueError, match=r"model.name must be one of \('gnn', 'flat', 'statnn', 'aligned_mlp', 'sign_gnn'\), "
                                          r"got 'dwsnet'"):
         toy_config(tmp_path, **{'model.name': 'dwsnet'})
     with pytest.raises(ValueError, match="model.align_signs is an option of model.name 'aligned_mlp', not 'flat'"):
