@@ -327,3 +327,22 @@ def test_built_sources_other_than_digits_are_read_only(tmp_path, monkeypatch):
         T.build_datasets(cfg, build=True)
     with pytest.raises(ValueError, match=r"data.source must be one of \('digits', 'fashion-mnist'"):
         T.load_config(None, ['data.source=imagenet'])
+
+
+def test_build_workers_reach_the_builder_and_are_validated(tmp_path, monkeypatch):
+    import nngraph.data
+    from nngraph.training.data import build_datasets
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError('recorded')
+    monkeypatch.setattr(nngraph.data, 'build_inr_dataset', record)
+    cfg = T.load_config(None, [f'data.root={tmp_path}/digits', 'data.build_workers=2'])
+    with pytest.raises(RuntimeError, match='recorded'):
+        build_datasets(cfg)
+    assert seen['workers'] == 2 and seen['source'] == 'digits'
+    with pytest.raises(ValueError, match='data.build_workers must be'):
+        T.load_config(None, ['data.build_workers=0'])
+    # how a build runs, not what it builds: a resumed run may change it
+    assert 'data.build_workers' in T.EXECUTION_KEYS

@@ -35,6 +35,7 @@ DEFAULTS: Dict[str, Any] = {
                                 # zoo (source zoo: the digits zoo built there if absent); ~ expanded
         'format': 'auto',       # source inr: auto | nngraph | dwsnets | neural-graphs | nfn
         'build_views': 1,       # views fitted per training object when building
+        'build_workers': 1,     # processes fitting INRs when train.py builds (same build, bit for bit)
         'views': 1,             # views per training object used for training
         'limit': None,          # build from the first `limit` images only
         'objects_per_class': None,  # train on the first k training objects of each class only
@@ -95,7 +96,7 @@ ZOO_KEYS = ('target', 'zoo_epochs', 'zoo_seed', 'architecture', 'activation')
 #: in these only (and in a larger ``optim.epochs``), and a study keeps a
 #: finished cell when only these changed. ``out_dir`` and ``name`` say where
 #: the run folder is (a moved folder is the same run).
-EXECUTION_KEYS = ('compile', 'device', 'data.num_workers', 'out_dir', 'name')
+EXECUTION_KEYS = ('compile', 'device', 'data.num_workers', 'data.build_workers', 'out_dir', 'name')
 
 
 def merge_config(base: Dict[str, Any], update: Dict[str, Any], where: str = '') -> Dict[str, Any]:
@@ -242,6 +243,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], Any]] = {
     'data.root': (_nonempty_str, 'a folder (a non-empty string)'),
     'data.format': (lambda v: _one_of(_dataset_formats())(v), lambda: f'one of {_dataset_formats()}'),
     'data.build_views': (_int_at_least(1), POSITIVE_INT),
+    'data.build_workers': (_int_at_least(1), POSITIVE_INT),
     'data.views': (_optional(_int_at_least(1)), 'a positive integer or null (all views)'),
     'data.limit': (_optional(_int_at_least(1)), 'a positive integer or null'),
     'data.objects_per_class': (_optional(_int_at_least(1)), 'a positive integer or null'),

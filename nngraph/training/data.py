@@ -142,7 +142,7 @@ def build_datasets(config: Dict[str, Any], transform=None, build: bool = True):
     root = os.path.expanduser(d['root'])
     if d['source'] in AUTO_BUILD and build:
         D.build_inr_dataset(source=d['source'], views=int(d['build_views']), out=root,
-                            seed=int(config['seed']), limit=d['limit'])
+                            seed=int(config['seed']), limit=d['limit'], workers=int(d['build_workers']))
     if d['source'] in BUILT_SOURCES:
         _check_build(root, d['source'])
     if not os.path.isdir(root):
