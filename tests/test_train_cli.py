@@ -42,8 +42,10 @@ def test_default_config_is_digits():
     cfg = T.load_config(os.path.join(ROOT, 'configs', 'digits.yaml'))
     assert cfg['data']['source'] == 'digits' and cfg['mode'] == 'supervised'
     # The default run demonstrates reading weights: no probe features (README says
-    # what its accuracy comes from), and a sign-invariant encoder for the sine INRs.
-    assert cfg['model']['probe_points'] == 0 and cfg['model']['canonical_signs'] in ('bias', 'out')
+    # what its accuracy comes from), and a sign-invariant encoder for the sine INRs:
+    # sign-equivariant by construction, or the GNN on neurons in a canonical sign.
+    assert cfg['model']['probe_points'] == 0
+    assert cfg['model']['name'] == 'sign_gnn' or cfg['model']['canonical_signs'] in ('bias', 'out')
 
 
 def test_cli_reports_unknown_key(tmp_path):
