@@ -103,3 +103,18 @@ def test_the_readme_zoo_command_builds_the_zoo_and_trains_the_predictor(tmp_path
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert {'best_val_tau', 'test_tau', 'test_r2', 'test_mae'} <= set(summary)
     assert (tmp_path / 'zoo-gnn' / 'predictions.csv').exists() and (tmp_path / 'zoo-gnn' / 'curves.png').exists()
+
+
+def test_train_py_builds_digits_with_two_worker_processes(tmp_path):
+    # The spawned build workers import train.py as __mp_main__: its code must
+    # sit behind the __main__ guard, or each worker would start a run of its own.
+    # 60 digits with 4 training views are about 190 INRs: two chunks, two workers.
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--quiet', f'out_dir={tmp_path}',
+                        'name=w2', f'data.root={tmp_path}/digits', 'data.limit=60', 'data.build_views=4',
+                        'data.views=1', 'data.build_workers=2', 'model.hidden=8', 'model.edge_hidden=8',
+                        'model.layers=1', 'model.out_dim=8', 'optim.epochs=1', 'device=cpu'],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('run w2 (supervised)') == 1, r.stdout
+    assert json.loads((tmp_path / 'w2' / 'metrics.json').read_text())['finished']
+    assert json.loads((tmp_path / 'digits' / 'manifest.json').read_text())['splits']['train']['num_inrs'] > 0
