@@ -579,7 +579,9 @@ def build_inr_dataset(
         shard: ``(i, n)``: fit only the ``i``-th of ``n`` disjoint slices and
             write ``out/shards/shard-i-of-n.pt`` (returns that path); join the
             shards with :func:`merge_shards`.
-        workers: fit in ``workers`` processes of this machine (``spawn``),
+        workers: fit in ``workers`` processes of this machine (``spawn``:
+            each imports the calling script, so a script that builds with
+            workers keeps its code under ``if __name__ == '__main__':``),
             worker ``k`` the ``k``-th of ``workers`` slices of the chunks with
             ``threads`` threads, then write the complete build: the same
             files as one process writes, bit for bit. ``out`` is locked and
