@@ -172,9 +172,11 @@ def test_kill_mid_write_leaves_nothing_that_loads(tmp_path):
         real_save = torch.save
         def slow_save(obj, f, *a, **k):
             real_save(obj, f, *a, **k)
-            with open(f, 'r+b') as fh:                 # leave the temp file half written
-                fh.truncate(1000)
-            print('writing', f, flush=True)
+            if isinstance(f, str):
+                f = open(f, 'r+b')
+            f.flush()
+            f.truncate(1000)                           # leave the temp file half written
+            print('writing', f.name, flush=True)
             time.sleep(60)
         torch.save = slow_save
         from nngraph.data import build_inr_dataset
