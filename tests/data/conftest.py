@@ -1,6 +1,7 @@
 """A small digits-INR build shared by the data tests (about a second to fit)."""
 import pytest
 
+from nngraph.data import build as B
 from nngraph.data import build_inr_dataset
 
 # 8x8 digits, SIREN init with w0 = 30, a 35 dB target: fast fits for tests that
@@ -16,3 +17,25 @@ def small_build(tmp_path_factory):
     """Path of a complete build: 40 digits, 2 train views, 35 dB target."""
     return build_inr_dataset('digits', out=tmp_path_factory.mktemp('digits-inr'), views=2, seed=0,
                              **SMALL)
+
+
+REAL_FIT_ROWS = B._fit_rows       # before any test wraps it
+
+
+class Crash(BaseException):
+    """What a crash mid-build looks like to the builder (not an Exception, like Ctrl-C)."""
+
+
+def count_fits(monkeypatch, fail_after=None):
+    """Counts the chunks this process fits (``_fit_rows`` calls, by first
+    INR; spawned workers are not counted); raises :class:`Crash` after
+    ``fail_after`` of them."""
+    fitted = []
+
+    def counting(images, table, lo, hi, *args):
+        if fail_after is not None and len(fitted) == fail_after:
+            raise Crash('killed')
+        fitted.append(lo)
+        return REAL_FIT_ROWS(images, table, lo, hi, *args)
+    monkeypatch.setattr(B, '_fit_rows', counting)
+    return fitted

@@ -19,7 +19,7 @@ from nngraph.data import workspace as W
 from nngraph.data import store
 from nngraph.data.__main__ import main
 
-from .conftest import SMALL
+from .conftest import SMALL, Crash, count_fits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,28 +29,6 @@ def tiny(**over):
     args = dict(SMALL, limit=24, steps=40, chunk_size=6, views=1)
     args.update(over)
     return args
-
-
-REAL_FIT_ROWS = B._fit_rows
-
-
-class Crash(BaseException):
-    """What a crash mid-build looks like to the builder (not an Exception, like Ctrl-C)."""
-
-
-def count_fits(monkeypatch, fail_after=None):
-    """Counts the chunks fitted (``_fit_rows`` calls, by first INR); raises
-    :class:`Crash` after ``fail_after`` of them."""
-    fitted = []
-    real = REAL_FIT_ROWS
-
-    def counting(images, table, lo, hi, *args):
-        if fail_after is not None and len(fitted) == fail_after:
-            raise Crash('killed')
-        fitted.append(lo)
-        return real(images, table, lo, hi, *args)
-    monkeypatch.setattr(B, '_fit_rows', counting)
-    return fitted
 
 
 def same_build(a, b):

@@ -17,7 +17,7 @@ from nngraph.data import build as B
 from nngraph.data import workspace as W
 from nngraph.data.__main__ import main
 
-from .conftest import SMALL
+from .conftest import SMALL, Crash, count_fits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,26 +34,6 @@ FLAGS = ['--views', '1', '--limit', '24', '--grid', '8', '--w0', '30', '--first-
          '--output-offset', '0', '--steps', '40', '--lr', '2e-3', '--target-psnr', '35', '--chunk-size', '6',
          '--quiet']
 LAST_CHUNK = 'chunk-000000018-000000024.pt'        # the last of shard 1/2
-
-
-class Crash(BaseException):
-    """What a crash mid-build looks like to the builder (not an Exception, like Ctrl-C)."""
-
-
-def count_fits(monkeypatch, fail_after=None):
-    """Counts the chunks this process fits (``_fit_rows`` calls, by first
-    INR; spawned workers are not counted); raises :class:`Crash` after
-    ``fail_after`` of them."""
-    fitted = []
-    real = B._fit_rows
-
-    def counting(images, table, lo, hi, *args):
-        if fail_after is not None and len(fitted) == fail_after:
-            raise Crash('killed')
-        fitted.append(lo)
-        return real(images, table, lo, hi, *args)
-    monkeypatch.setattr(B, '_fit_rows', counting)
-    return fitted
 
 
 def bits(value):
