@@ -720,20 +720,25 @@ class _Build:
         slices' names in an error. The caller holds ``out``'s lock."""
         n = min(workers, len(chunks))
         if n <= 1:
-            with I.num_threads(self.threads):
-                _fit_chunks(self.images, self.table, chunks, self.settings, self.device, self.progress, self.out)
+            self.fit_here(chunks)
             return
         slices = [shard_slice(chunks, k, n) for k in range(n)]
         names = [f'worker {k} of {n} (shard {k}/{n}{of}, INRs {c[0][0]}-{c[-1][1] - 1}) of {self.out!r}'
                  for k, c in enumerate(slices)]
         in_workers(_fit_in_worker, [(self, c, f'shard {k}/{n}{of}', k) for k, c in enumerate(slices)], names)
 
+    def fit_here(self, chunks: Sequence[Tuple[int, int]], **kw) -> List[Dict[str, Tensor]]:
+        """:func:`_fit_chunks` of ``chunks`` in this process, with the build's
+        threads, into ``out/.partial`` (a chunk there already is read, not
+        refitted); ``kw``: its ``stop``, ``desc``, ``position``."""
+        with I.num_threads(self.threads):
+            return _fit_chunks(self.images, self.table, chunks, self.settings, self.device, self.progress,
+                               self.out, **kw)
+
     def write(self) -> None:
         """The split files and manifest of the complete build, from every
         chunk: those in ``out/.partial`` are read, the others fitted here."""
-        with I.num_threads(self.threads):
-            parts = _fit_chunks(self.images, self.table, self.chunks, self.settings, self.device,
-                                self.progress, self.out)
+        parts = self.fit_here(self.chunks)
         _write_splits(self.out, self.images, self.labels, self.splits, self.per_split, self.settings,
                       self.table, _cat(parts))
 
@@ -754,9 +759,7 @@ class _Build:
                        lambda: _shard_done(path, self.settings, self.table)) as todo:
             if not todo:
                 return path
-            with I.num_threads(self.threads):
-                parts = _fit_chunks(self.images, self.table, mine, self.settings, self.device, self.progress,
-                                    self.out)
+            parts = self.fit_here(mine)
             record = dict(format=store.FORMAT, format_version=store.FORMAT_VERSION, kind='shard',
                           shard=i, num_shards=n, lo=lo, hi=hi, total=int(self.table.shape[1]),
                           settings=json.dumps(self.settings, sort_keys=True),
@@ -771,9 +774,7 @@ class _Build:
 def _fit_in_worker(job: Tuple[_Build, List[Tuple[int, int]], str, int]) -> None:
     """A worker's part of a build (:meth:`_Build.fit`): its chunks into ``out/.partial``."""
     b, chunks, desc, position = job
-    with I.num_threads(b.threads):
-        _fit_chunks(b.images, b.table, chunks, b.settings, b.device, b.progress, b.out, stop=stopping,
-                    desc=desc, position=position)
+    b.fit_here(chunks, stop=stopping, desc=desc, position=position)
 
 
 def _build_as_rank(out: str, plan: Callable[[], _Build], workers: int) -> str:
