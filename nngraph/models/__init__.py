@@ -1,6 +1,7 @@
 """Weight-space models: the GNN encoder of parameter graphs and its
-sign-equivariant variant for odd activations, a classifier on top of each, the calibration baselines of DWSNets (flat MLP, StatNN, MLP on
-weight-matched networks) and the SimCLR projection head."""
+sign-equivariant variant for odd activations, a classifier on top of each,
+the calibration baselines of DWSNets (flat MLP, StatNN, MLP on weight-matched
+networks) and the SimCLR projection head."""
 from nngraph.models.aligned import AlignedMLPEncoder
 from nngraph.models.classifier import (EncoderClassifier, FlatMLPClassifier, FlatMLPEncoder, GraphClassifier,
                                        ProjectionHead)
@@ -8,6 +9,6 @@ from nngraph.models.encoder import AGGREGATIONS, EncoderLayer, FourierFeatures, 
 from nngraph.models.sign_gnn import SignGNNClassifier, SignGNNEncoder
 from nngraph.models.statnn import StatNNEncoder, statnn_features
 
-__all__ = ['GNNEncoder', 'GraphClassifier', 'SignGNNEncoder', 'SignGNNClassifier', 'FlatMLPEncoder', 'FlatMLPClassifier', 'StatNNEncoder',
-           'statnn_features', 'AlignedMLPEncoder', 'EncoderClassifier', 'ProjectionHead', 'EncoderLayer',
-           'FourierFeatures', 'AGGREGATIONS']
+__all__ = ['GNNEncoder', 'GraphClassifier', 'SignGNNEncoder', 'SignGNNClassifier', 'FlatMLPEncoder',
+           'FlatMLPClassifier', 'StatNNEncoder', 'statnn_features', 'AlignedMLPEncoder', 'EncoderClassifier',
+           'ProjectionHead', 'EncoderLayer', 'FourierFeatures', 'AGGREGATIONS']

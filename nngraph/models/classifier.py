@@ -24,15 +24,19 @@ class GraphClassifier(nn.Module):
     Args:
         num_classes (int): number of classes :math:`K`.
         **encoder_kwargs: arguments of :class:`GNNEncoder` (``in_features``,
-            ``out_features``, ``hidden``, ``layers``, ...).
+            ``out_features``, ``hidden``, ``layers``, ...), or of the
+            subclass's :attr:`encoder_class`.
     """
+
+    #: the encoder built from ``encoder_kwargs``
+    encoder_class = GNNEncoder
 
     def __init__(self, num_classes: int, **encoder_kwargs) -> None:
         super().__init__()
         if int(num_classes) < 2:
             raise ValueError(f'num_classes must be at least 2, got {num_classes}')
         self.num_classes = int(num_classes)
-        self.encoder = GNNEncoder(**encoder_kwargs)
+        self.encoder = self.encoder_class(**encoder_kwargs)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(self.encoder.out_dim, self.num_classes))
 
     def forward(self, batch: Union[Data, Batch]) -> Tensor:

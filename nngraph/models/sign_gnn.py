@@ -58,6 +58,7 @@ from torch_geometric.data import Batch, Data
 
 from nngraph import activations as A
 from nngraph.graph import activations, layer_offsets, validate
+from nngraph.models.classifier import GraphClassifier
 from nngraph.models.encoder import parse_aggr
 from nngraph.transforms._base import require_finite_eager
 
@@ -302,7 +303,7 @@ class SignGNNEncoder(nn.Module):
         return self.readout(self.readout_norm(z))
 
 
-class SignGNNClassifier(nn.Module):
+class SignGNNClassifier(GraphClassifier):
     r"""A :class:`SignGNNEncoder` followed by a linear head, as
     :class:`~nngraph.models.GraphClassifier` is for the GNN:
     :math:`\mathrm{logits} = W\,\mathrm{ReLU}(\mathrm{enc}(G)) + b`.
@@ -312,14 +313,4 @@ class SignGNNClassifier(nn.Module):
         **encoder_kwargs: arguments of :class:`SignGNNEncoder`.
     """
 
-    def __init__(self, num_classes: int, **encoder_kwargs) -> None:
-        super().__init__()
-        if int(num_classes) < 2:
-            raise ValueError(f'num_classes must be at least 2, got {num_classes}')
-        self.num_classes = int(num_classes)
-        self.encoder = SignGNNEncoder(**encoder_kwargs)
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(self.encoder.out_dim, self.num_classes))
-
-    def forward(self, batch: Union[Data, Batch]) -> Tensor:
-        """``[B, num_classes]`` logits."""
-        return self.head(self.encoder(batch))
+    encoder_class = SignGNNEncoder
