@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import shlex
@@ -57,7 +56,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nngraph import inr as I
-from nngraph._atomic import atomic_path
 from nngraph.data import store
 
 __all__ = ['INPUTS', 'render', 'load_inputs', 'SmallCNN', 'train_cnn', 'ceiling', 'main']
@@ -112,9 +110,7 @@ def _not_a_build(root: str, why: str) -> ValueError:
 def _read_build(root: str) -> Dict[str, Any]:
     try:
         manifest = store.read_manifest(root)
-    except FileNotFoundError as err:
-        raise _not_a_build(root, str(err)) from None
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise _not_a_build(root, str(err)) from None
     shape = manifest.get('settings', {}).get('image_shape')
     if not shape:
@@ -351,11 +347,6 @@ def ceiling(root: Union[str, os.PathLike, None] = None, input: str = 'renderings
         threads=torch.get_num_threads(), device=str(device), machine=_machine(), command=command)
 
 
-def _write(path: str, record: Dict[str, Any]) -> None:
-    with atomic_path(path) as tmp, open(tmp, 'w') as f:
-        json.dump(record, f, indent=1)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m nngraph.ceiling``; returns the exit status (2 on a refusal)."""
     parser = argparse.ArgumentParser(prog='python -m nngraph.ceiling', description=__doc__,
@@ -386,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if args.out:
-        _write(args.out, record)
+        store.write_json(args.out, record)
     m, s = record['mean'], record['std']
     print(f"{args.input} ({record['root'] or record['source']}): test {100 * m['test_acc']:.1f} ± "
           f"{100 * s['test_acc']:.1f}%, val {100 * m['val_acc']:.1f}%, train {100 * m['train_acc']:.1f}% "
