@@ -12,6 +12,13 @@ SMALL = dict(limit=40, grid=8, w0=30.0, first_w0=None, init='siren', output_offs
              lr=2e-3, target_psnr=35.0, chunk_size=16, progress=False)
 
 
+def tiny(**over):
+    """24 digits, 40 steps, 1 view, chunks of 6: 4 chunks (about a second in one process)."""
+    args = dict(SMALL, limit=24, steps=40, chunk_size=6, views=1)
+    args.update(over)
+    return args
+
+
 @pytest.fixture(scope='session')
 def small_build(tmp_path_factory):
     """Path of a complete build: 40 digits, 2 train views, 35 dB target."""

@@ -17,16 +17,9 @@ from nngraph.data import build as B
 from nngraph.data import workspace as W
 from nngraph.data.__main__ import main
 
-from .conftest import SMALL, Crash, count_fits
+from .conftest import Crash, count_fits, tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tiny(**over):
-    """24 digits, 40 steps, 1 view, chunks of 6: 4 chunks (about a second in one process)."""
-    args = dict(SMALL, limit=24, steps=40, chunk_size=6, views=1)
-    args.update(over)
-    return args
 
 
 # tiny() as command-line flags
